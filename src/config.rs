@@ -1,0 +1,627 @@
+//! The one YAML configuration file and its loader.
+//!
+//! Every section is a typed struct with `deny_unknown_fields`, so a typo is an error that
+//! names the key. Values are validated after parsing (`Config::validate`) with messages that
+//! say which key is wrong and how to fix it. This module never touches the network or
+//! credentials; it only describes what the other stages should do.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Top-level configuration (`serve --config FILE`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the MCP listener, e.g. `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Path of the MCP endpoint on the listener.
+    #[serde(default = "default_mcp_path")]
+    pub mcp_path: String,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub signing: SigningConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("literal address")
+}
+fn default_mcp_path() -> String {
+    "/mcp".to_string()
+}
+
+/// Where allowed calls go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `https://eks-mcp.<region>.api.aws/mcp` for the hosted server.
+    pub url: String,
+    /// Plain `http://` is refused unless the host is loopback or this is true.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    #[serde(default = "d_connect", with = "duration_str")]
+    pub connect_timeout: Duration,
+    /// Time allowed until the upstream's response headers arrive.
+    #[serde(default = "d_response", with = "duration_str")]
+    pub response_timeout: Duration,
+    /// Longest silence allowed inside a streamed response body (between SSE events).
+    #[serde(default = "d_idle", with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// Largest upstream message (one JSON body or one SSE event) the gateway will process.
+    #[serde(default = "d_max_response")]
+    pub max_message_bytes: usize,
+    /// The AWS region the EKS MCP server operates in (`params._meta.AWS_REGION`).
+    /// Defaults to the signing region. A client-supplied value is always replaced.
+    #[serde(default)]
+    pub aws_region: Option<String>,
+}
+
+fn d_connect() -> Duration {
+    Duration::from_secs(5)
+}
+fn d_response() -> Duration {
+    Duration::from_secs(120)
+}
+fn d_idle() -> Duration {
+    Duration::from_secs(300)
+}
+fn d_max_response() -> usize {
+    32 * 1024 * 1024
+}
+
+/// Protection of the front listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted request body; larger gets HTTP 413.
+    #[serde(default = "d_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "d_header_timeout", with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// Requests in flight at once (POST/DELETE); beyond this the client gets HTTP 503.
+    #[serde(default = "d_concurrent")]
+    pub max_concurrent_requests: usize,
+    /// Open SSE streams at once (GET streams and streamed POST responses).
+    #[serde(default = "d_streams")]
+    pub max_sse_streams: usize,
+    /// How long SIGTERM waits for in-flight work before closing connections.
+    #[serde(default = "d_grace", with = "duration_str")]
+    pub shutdown_grace: Duration,
+}
+
+fn d_body() -> usize {
+    4 * 1024 * 1024
+}
+fn d_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_concurrent() -> usize {
+    1024
+}
+fn d_streams() -> usize {
+    256
+}
+fn d_grace() -> Duration {
+    Duration::from_secs(20)
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: d_body(),
+            header_read_timeout: d_header_timeout(),
+            max_concurrent_requests: d_concurrent(),
+            max_sse_streams: d_streams(),
+            shutdown_grace: d_grace(),
+        }
+    }
+}
+
+/// DNS-rebinding protection: which `Origin` and `Host` values are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Exact origins (`scheme://host[:port]`). A request with an `Origin` not listed gets 403.
+    /// Requests without `Origin` (non-browser clients) are accepted.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Accepted `Host` header values (host or host:port). Empty means loopback names only
+    /// when listening on loopback, and any host otherwise.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self { allowed_origins: Vec::new(), allowed_hosts: Vec::new() }
+    }
+}
+
+/// Policy mode: block denied calls, or only record what would have been denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Directory with `*.rego`, data (`*.yaml`/`*.json`) and the tool catalogue.
+    #[serde(default = "d_policy_dir")]
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub mode: PolicyMode,
+    /// The rule that yields the decision object.
+    #[serde(default = "d_entrypoint")]
+    pub entrypoint: String,
+    /// Watch `dir` and swap in changed policies atomically.
+    #[serde(default = "d_true")]
+    pub hot_reload: bool,
+    /// Longest a single evaluation may run before it fails closed.
+    #[serde(default = "d_eval_limit", with = "duration_str")]
+    pub eval_timeout: Duration,
+}
+
+fn d_policy_dir() -> PathBuf {
+    PathBuf::from("policies")
+}
+fn d_entrypoint() -> String {
+    "data.eks_mcp.gateway.decision".to_string()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_eval_limit() -> Duration {
+    Duration::from_millis(250)
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            dir: d_policy_dir(),
+            mode: PolicyMode::Enforce,
+            entrypoint: d_entrypoint(),
+            hot_reload: true,
+            eval_timeout: d_eval_limit(),
+        }
+    }
+}
+
+/// SigV4 signing of upstream requests.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Sign upstream requests. Defaults to true for `https://` upstreams.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// SigV4 service name; derived from `eks-mcp.<region>.api.aws` when omitted.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// SigV4 region; derived from the upstream host when omitted, else `AWS_REGION`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Shared-config profile to take credentials from (else `AWS_PROFILE`, else default chain).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Per-caller role sessions through STS AssumeRole.
+    #[serde(default)]
+    pub assume_role: Option<AssumeRoleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssumeRoleConfig {
+    /// Role assumed for every caller unless the decision names another.
+    pub role_arn: String,
+    /// Roles the decision may pick by name (e.g. `read_only`, `privileged`).
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, String>,
+    #[serde(default = "d_session", with = "duration_str")]
+    pub session_duration: Duration,
+    /// Add `principal` and `groups` session tags.
+    #[serde(default = "d_true")]
+    pub session_tags: bool,
+    /// STS endpoint override (tests, VPC endpoints).
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+}
+
+fn d_session() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// How callers authenticate to the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "mode", rename_all = "snake_case")]
+pub enum AuthConfig {
+    /// Every caller is this principal (a localhost sidecar next to one agent).
+    Static {
+        #[serde(default = "d_static_id")]
+        principal: String,
+        #[serde(default)]
+        groups: Vec<String>,
+    },
+    /// OIDC JWT bearer tokens.
+    Jwt(JwtAuthConfig),
+    /// API keys from a file of hashed keys.
+    ApiKey {
+        file: PathBuf,
+    },
+}
+
+fn d_static_id() -> String {
+    "local-agent".to_string()
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig::Static { principal: d_static_id(), groups: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// JWKS URL; defaults to the issuer's OIDC discovery document.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Claim holding group names.
+    #[serde(default = "d_groups_claim")]
+    pub groups_claim: String,
+    /// Claim naming the principal.
+    #[serde(default = "d_sub")]
+    pub principal_claim: String,
+    /// Authorization servers advertised in protected-resource metadata.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Public URL of this gateway's MCP endpoint (the RFC 9728 `resource`).
+    #[serde(default)]
+    pub resource: Option<String>,
+}
+
+fn d_groups_claim() -> String {
+    "groups".to_string()
+}
+fn d_sub() -> String {
+    "sub".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `stdout`, `none`, or a file path.
+    #[serde(default = "d_audit_sink")]
+    pub sink: String,
+    /// Rotate the file when it grows past this size.
+    #[serde(default = "d_rotate")]
+    pub rotate_bytes: u64,
+    /// Rotated files kept.
+    #[serde(default = "d_keep")]
+    pub keep_files: usize,
+    /// Bounded queue between requests and the writer.
+    #[serde(default = "d_queue")]
+    pub queue_size: usize,
+    /// When the sink fails or the queue is full: `block` (wait) or `fail_closed` (deny).
+    #[serde(default)]
+    pub on_failure: AuditFailure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditFailure {
+    #[default]
+    Block,
+    FailClosed,
+}
+
+fn d_audit_sink() -> String {
+    "stdout".to_string()
+}
+fn d_rotate() -> u64 {
+    100 * 1024 * 1024
+}
+fn d_keep() -> usize {
+    5
+}
+fn d_queue() -> usize {
+    4096
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            sink: d_audit_sink(),
+            rotate_bytes: d_rotate(),
+            keep_files: d_keep(),
+            queue_size: d_queue(),
+            on_failure: AuditFailure::Block,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Separate listener for `/metrics`, `/healthz`, `/readyz`. Omit to serve them on the
+    /// MCP listener.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// OTLP/HTTP endpoint, e.g. `http://127.0.0.1:4318`. Off when omitted.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    #[serde(default = "d_service_name")]
+    pub service_name: String,
+    /// Log format on stderr: `text` or `json`.
+    #[serde(default = "d_log_format")]
+    pub log_format: String,
+}
+
+fn d_service_name() -> String {
+    "eks-mcp-gateway".to_string()
+}
+fn d_log_format() -> String {
+    "text".to_string()
+}
+
+/// A configuration problem, phrased for the person editing the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}` {problem}. Fix: {fix}")]
+    Invalid { path: PathBuf, key: &'static str, problem: String, fix: String },
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut cfg = Self::from_yaml_str(&text, path)?;
+        // Relative policy directories are relative to the config file.
+        if cfg.policy.dir.is_relative() {
+            if let Some(parent) = path.parent() {
+                let candidate = parent.join(&cfg.policy.dir);
+                if candidate.exists() {
+                    cfg.policy.dir = candidate;
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parse and validate YAML text; `path` is only used in messages.
+    pub fn from_yaml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: explain_yaml_error(&e.to_string()),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: String, fix: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            problem,
+            fix: fix.to_string(),
+        };
+        let url: http::Uri = self.upstream.url.parse().map_err(|e| {
+            invalid(
+                "upstream.url",
+                format!("is not a valid URL ({e})"),
+                "use a full URL such as https://eks-mcp.us-west-2.api.aws/mcp",
+            )
+        })?;
+        match url.scheme_str() {
+            Some("https") => {}
+            Some("http") => {
+                let host = url.host().unwrap_or_default();
+                if !is_loopback_host(host) && !self.upstream.allow_plain_http {
+                    return Err(invalid(
+                        "upstream.url",
+                        format!("uses plain http to non-loopback host {host}"),
+                        "use https, or set upstream.allow_plain_http: true for a trusted network",
+                    ));
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "upstream.url",
+                    "has no http or https scheme".into(),
+                    "start the URL with https://",
+                ));
+            }
+        }
+        if url.host().is_none() {
+            return Err(invalid("upstream.url", "has no host".into(), "include the host name"));
+        }
+        if !self.mcp_path.starts_with('/') {
+            return Err(invalid("mcp_path", "must start with /".into(), "for example: /mcp"));
+        }
+        if self.limits.max_body_bytes == 0 {
+            return Err(invalid("limits.max_body_bytes", "must be > 0".into(), "e.g. 4194304"));
+        }
+        if self.limits.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "limits.max_concurrent_requests",
+                "must be > 0".into(),
+                "e.g. 1024",
+            ));
+        }
+        if self.limits.max_sse_streams == 0 {
+            return Err(invalid("limits.max_sse_streams", "must be > 0".into(), "e.g. 256"));
+        }
+        for origin in &self.security.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                return Err(invalid(
+                    "security.allowed_origins",
+                    format!("entry {origin:?} is not an origin"),
+                    "write scheme://host[:port] without a path, e.g. https://console.example.com",
+                ));
+            }
+        }
+        if !matches!(self.tracing.log_format.as_str(), "text" | "json") {
+            return Err(invalid("tracing.log_format", "must be text or json".into(), "text"));
+        }
+        if self.audit.queue_size == 0 {
+            return Err(invalid("audit.queue_size", "must be > 0".into(), "e.g. 4096"));
+        }
+        if let Some(region) = &self.signing.region {
+            if !is_region_like(region) {
+                return Err(invalid(
+                    "signing.region",
+                    format!("{region:?} is not an AWS region name"),
+                    "use a region such as us-west-2",
+                ));
+            }
+        }
+        if let Some(region) = &self.upstream.aws_region {
+            if !is_region_like(region) {
+                return Err(invalid(
+                    "upstream.aws_region",
+                    format!("{region:?} is not an AWS region name"),
+                    "use a region such as us-west-2",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_region_like(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `::1` host names.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    h.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+/// serde's message for unknown fields lists the expected ones; keep it, and add a hint.
+fn explain_yaml_error(msg: &str) -> String {
+    if msg.contains("unknown field") {
+        format!("{msg}. Fix: remove or rename the key (see the configuration reference in README.md)")
+    } else if msg.contains("unknown variant") {
+        format!("{msg}. Fix: use one of the listed values")
+    } else {
+        msg.to_string()
+    }
+}
+
+/// Durations written as `250ms`, `5s`, `2m`, `1h` (or a bare number of seconds).
+pub mod duration_str {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn parse(t: &str) -> Result<Duration, String> {
+        let t = t.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {t:?}: write e.g. 250ms, 5s, 2m or 1h"))?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "" | "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(format!("invalid duration unit in {t:?}: use ms, s, m or h")),
+        };
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_str(y, Path::new("gw.yaml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("upstream:\n  url: https://eks-mcp.us-west-2.api.aws/mcp\n").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.limits.max_body_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.policy.mode, PolicyMode::Enforce);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("upstream:\n  url: https://x.example/mcp\n  urll: 1\n").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("urll") && m.contains("Fix"), "{m}");
+    }
+
+    #[test]
+    fn plain_http_to_remote_host_is_refused_with_fix() {
+        let e = parse("upstream:\n  url: http://10.0.0.1/mcp\n").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("upstream.url") && m.contains("allow_plain_http"), "{m}");
+        parse("upstream:\n  url: http://127.0.0.1:9/mcp\n").unwrap();
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        let c = parse(
+            "upstream:\n  url: https://x.example/mcp\n  connect_timeout: 250ms\nlimits:\n  shutdown_grace: 2m\n",
+        )
+        .unwrap();
+        assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.limits.shutdown_grace, Duration::from_secs(120));
+        let e = parse("upstream:\n  url: https://x.example/mcp\n  connect_timeout: 5 parsecs\n");
+        assert!(e.unwrap_err().to_string().contains("duration"));
+    }
+}
