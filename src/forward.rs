@@ -1,1 +1,229 @@
-//! (being written)
+//! forward: the pooled upstream client and the classification of upstream failures.
+//!
+//! One hyper-util client (HTTP/1.1 and HTTP/2 over rustls with webpki roots, TCP_NODELAY)
+//! is shared by all requests. This module only moves bytes and reports what went wrong in
+//! words a client can act on; it never changes a request (signing was the last change).
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamConfig;
+use crate::jsonrpc;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The upstream EKS MCP endpoint and a connection pool to it.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<Connector, Full<Bytes>>,
+    uri: Uri,
+    response_timeout: Duration,
+}
+
+/// Why an upstream exchange failed, in terms the client can act on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream returned HTTP {status}{detail}")]
+    Status { status: u16, detail: String, retry_after: Option<String> },
+    #[error("upstream rejected the gateway's credentials (HTTP {status}): {hint}")]
+    Auth { status: u16, hint: String },
+    #[error("upstream sent an invalid response: {0}")]
+    BadResponse(String),
+    #[error("upstream stream stopped before the response was complete: {0}")]
+    Interrupted(String),
+}
+
+impl UpstreamError {
+    /// The JSON-RPC code for this failure.
+    pub fn code(&self) -> i64 {
+        match self {
+            UpstreamError::Unavailable(_) => jsonrpc::UPSTREAM_UNAVAILABLE,
+            UpstreamError::Timeout(_) => jsonrpc::UPSTREAM_TIMEOUT,
+            UpstreamError::Status { status: 429, .. } => jsonrpc::UPSTREAM_RATE_LIMITED,
+            UpstreamError::Status { .. } => jsonrpc::UPSTREAM_ERROR,
+            UpstreamError::Auth { .. } => jsonrpc::UPSTREAM_AUTH_FAILED,
+            UpstreamError::BadResponse(_) | UpstreamError::Interrupted(_) => {
+                jsonrpc::UPSTREAM_BAD_RESPONSE
+            }
+        }
+    }
+
+    /// Short machine-readable kind for `error.data.kind`, metrics and audit.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Unavailable(_) => "upstream_unavailable",
+            UpstreamError::Timeout(_) => "upstream_timeout",
+            UpstreamError::Status { status: 429, .. } => "upstream_rate_limited",
+            UpstreamError::Status { .. } => "upstream_error",
+            UpstreamError::Auth { .. } => "upstream_auth_failed",
+            UpstreamError::BadResponse(_) => "upstream_bad_response",
+            UpstreamError::Interrupted(_) => "upstream_interrupted",
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            UpstreamError::Status { status, .. } | UpstreamError::Auth { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error response for a request with `id`.
+    pub fn to_jsonrpc(&self, id: Option<&jsonrpc::Id>) -> serde_json::Value {
+        let mut data = serde_json::json!({"source": "upstream", "kind": self.kind()});
+        if let Some(s) = self.http_status() {
+            data["upstream_status"] = s.into();
+        }
+        if let UpstreamError::Status { retry_after: Some(r), .. } = self {
+            data["retry_after"] = r.clone().into();
+        }
+        jsonrpc::error_response(id, self.code(), &self.to_string(), Some(data))
+    }
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+        let uri: Uri = cfg.url.parse()?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        Ok(Upstream { client, uri, response_timeout: cfg.response_timeout })
+    }
+
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// Send one request and wait (bounded) for the response headers.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+            Ok(Err(e)) => Err(classify_client_error(&e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut text = e.to_string();
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    if e.is_connect() {
+        UpstreamError::Unavailable(text)
+    } else {
+        UpstreamError::BadResponse(text)
+    }
+}
+
+/// Request headers forwarded upstream. Everything else (hop-by-hop headers, cookies,
+/// the client's `Authorization`, proxy headers) stays at the gateway.
+pub fn forwardable_request_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "accept"
+            | "content-type"
+            | "mcp-session-id"
+            | "mcp-protocol-version"
+            | "mcp-method"
+            | "mcp-name"
+            | "last-event-id"
+            | "traceparent"
+            | "tracestate"
+            | "baggage"
+    ) || n.starts_with("mcp-param-")
+}
+
+/// Response headers relayed to the client.
+pub fn forwardable_response_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "content-type" | "mcp-session-id" | "mcp-protocol-version" | "cache-control" | "retry-after"
+    )
+}
+
+/// Copy the forwardable request headers from the client request.
+pub fn upstream_headers(client: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in client {
+        if forwardable_request_header(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out.insert(http::header::USER_AGENT, HeaderValue::from_static(concat!(
+        "eks-mcp-gateway/",
+        env!("CARGO_PKG_VERSION")
+    )));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_token_and_hop_by_hop_headers_are_not_forwarded() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer secret"),
+            ("cookie", "a=b"),
+            ("connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("mcp-session-id", "s1"),
+            ("mcp-param-region", "x"),
+            ("accept", "application/json, text/event-stream"),
+        ] {
+            h.insert(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        let out = upstream_headers(&h);
+        assert!(out.get("authorization").is_none());
+        assert!(out.get("cookie").is_none());
+        assert!(out.get("connection").is_none());
+        assert!(out.get("transfer-encoding").is_none());
+        assert!(out.get("x-forwarded-for").is_none());
+        assert_eq!(out["mcp-session-id"], "s1");
+        assert_eq!(out["mcp-param-region"], "x");
+        assert!(out.get("user-agent").is_some());
+    }
+
+    #[test]
+    fn upstream_errors_are_distinguishable_from_denials() {
+        let e = UpstreamError::Status { status: 429, detail: String::new(), retry_after: Some("3".into()) };
+        let v = e.to_jsonrpc(Some(&serde_json::json!(4)));
+        assert_eq!(v["error"]["code"], jsonrpc::UPSTREAM_RATE_LIMITED);
+        assert_eq!(v["error"]["data"]["source"], "upstream");
+        assert_eq!(v["error"]["data"]["retry_after"], "3");
+        assert_ne!(e.code(), jsonrpc::POLICY_DENIED);
+    }
+}
