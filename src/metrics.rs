@@ -1,1 +1,324 @@
-//! (being written)
+//! Prometheus metrics: one process-wide registry, counted by every stage, rendered on `/metrics`.
+//!
+//! Every stage increments the fields of [`global()`] where it does something countable; the
+//! front serves [`render()`] as the text exposition format. Label values are always
+//! low-cardinality: methods come from the MCP method set, tool names only from the tool
+//! catalogue ([`tool_label`] folds anything else into `other`), and no label ever carries a
+//! session id, a principal or a request id.
+//!
+//! The registry is private so nothing outside this module can register metrics behind its back;
+//! add a field here instead.
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets for the MCP semantic-convention operation histograms (seconds).
+pub const MCP_DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Buckets for policy evaluation (seconds): evaluations take microseconds, so start low.
+const POLICY_EVAL_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25,
+];
+
+/// Buckets for upstream round trips (seconds).
+const UPSTREAM_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// The value used for the `tool` label when a tool is not in the catalogue.
+pub const OTHER_TOOL: &str = "other";
+
+/// The label value for a tool name: the name itself when the catalogue knows it, otherwise
+/// [`OTHER_TOOL`], so a caller cannot create label values at will. Use `""` for methods that
+/// have no tool.
+pub fn tool_label(name: &str, known: bool) -> &str {
+    if known { name } else { OTHER_TOOL }
+}
+
+/// The `status_class` label for an upstream HTTP status code (`2xx`, `3xx`, `4xx`, `5xx`).
+/// Transport failures use `timeout` or `unavailable` directly.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+/// All gateway metrics. Field docs name the labels and their allowed values.
+pub struct Metrics {
+    registry: Registry,
+    /// MCP requests handled. Labels: `method`, `tool` (see [`tool_label`]), `decision`
+    /// (`allow`, `deny`, `dry_run_deny`, `error`).
+    pub requests_total: IntCounterVec,
+    /// Denials by the policy rule that denied. Label: `rule` (rule names come from the
+    /// shipped/loaded policy, a bounded set).
+    pub denials_total: IntCounterVec,
+    /// Time spent in one policy evaluation.
+    pub policy_eval_seconds: Histogram,
+    /// Policy evaluations that failed (the request was denied, fail closed).
+    pub policy_eval_errors_total: IntCounter,
+    /// Policy reload attempts. Label: `result` (`ok`, `error`).
+    pub policy_reloads_total: IntCounterVec,
+    /// The loaded policy revision (value 1). Label: `revision`. Set through
+    /// [`Metrics::set_policy_revision`] so only the current revision is exported.
+    pub policy_revision_info: IntGaugeVec,
+    /// Upstream round trip to response headers. Label: `method`.
+    pub upstream_request_seconds: HistogramVec,
+    /// Upstream outcomes. Label: `status_class` (`2xx`, `3xx`, `4xx`, `5xx`, `timeout`,
+    /// `unavailable`).
+    pub upstream_responses_total: IntCounterVec,
+    /// Upstream 401/403 answers (signature or credential problems).
+    pub upstream_auth_failures_total: IntCounter,
+    /// Redactions applied to results. Label: `detector`.
+    pub redactions_total: IntCounterVec,
+    /// Sessions open (initialize seen minus DELETE; best effort, a replica only sees its own).
+    pub open_sessions: IntGauge,
+    /// SSE streams currently relayed.
+    pub open_sse_streams: IntGauge,
+    /// Requests currently in the pipeline.
+    pub inflight_requests: IntGauge,
+    /// AWS credential refreshes. Label: `result` (`ok`, `error`).
+    pub credential_refreshes_total: IntCounterVec,
+    /// Per-caller STS role-session cache lookups. Label: `result` (`hit`, `miss`, `error`).
+    pub role_session_cache_total: IntCounterVec,
+    /// Audit records waiting for the writer.
+    pub audit_queue_depth: IntGauge,
+    /// Audit records by outcome. Label: `result` (`written`, `write_error`, `rejected`).
+    pub audit_records_total: IntCounterVec,
+    /// Failed caller authentications. Label: `reason` (`missing`, `invalid`, `expired`,
+    /// `unknown_key`, `jwks_unavailable`).
+    pub auth_failures_total: IntCounterVec,
+    /// MCP semantic-convention server operation duration. Labels: `mcp_method_name`,
+    /// `error_type` (`""` on success, a JSON-RPC code, or `tool_error`).
+    pub mcp_server_operation_duration_seconds: HistogramVec,
+}
+
+fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    reg.register(Box::new(m.clone()))
+        .expect("metric registered once");
+    m
+}
+
+fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    let m = IntCounter::new(name, help).expect("valid metric definition");
+    reg.register(Box::new(m.clone()))
+        .expect("metric registered once");
+    m
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
+    let m = IntGauge::new(name, help).expect("valid metric definition");
+    reg.register(Box::new(m.clone()))
+        .expect("metric registered once");
+    m
+}
+
+fn histogram_vec(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let m = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric definition");
+    reg.register(Box::new(m.clone()))
+        .expect("metric registered once");
+    m
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let policy_eval_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "mcp_gateway_policy_eval_seconds",
+                "Time spent in one policy evaluation.",
+            )
+            .buckets(POLICY_EVAL_BUCKETS.to_vec()),
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(policy_eval_seconds.clone()))
+            .expect("metric registered once");
+        let policy_revision_info = IntGaugeVec::new(
+            Opts::new(
+                "mcp_gateway_policy_revision_info",
+                "The loaded policy revision (value 1).",
+            ),
+            &["revision"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(policy_revision_info.clone()))
+            .expect("metric registered once");
+        Metrics {
+            requests_total: counter_vec(
+                &r,
+                "mcp_gateway_requests_total",
+                "MCP requests handled, by method, tool and decision.",
+                &["method", "tool", "decision"],
+            ),
+            denials_total: counter_vec(
+                &r,
+                "mcp_gateway_denials_total",
+                "Requests denied, by the policy rule that denied them.",
+                &["rule"],
+            ),
+            policy_eval_seconds,
+            policy_eval_errors_total: counter(
+                &r,
+                "mcp_gateway_policy_eval_errors_total",
+                "Policy evaluations that failed (the request was denied).",
+            ),
+            policy_reloads_total: counter_vec(
+                &r,
+                "mcp_gateway_policy_reloads_total",
+                "Policy reload attempts, by result.",
+                &["result"],
+            ),
+            policy_revision_info,
+            upstream_request_seconds: histogram_vec(
+                &r,
+                "mcp_gateway_upstream_request_seconds",
+                "Upstream round trip to response headers, by MCP method.",
+                &["method"],
+                UPSTREAM_BUCKETS,
+            ),
+            upstream_responses_total: counter_vec(
+                &r,
+                "mcp_gateway_upstream_responses_total",
+                "Upstream outcomes, by HTTP status class or transport failure.",
+                &["status_class"],
+            ),
+            upstream_auth_failures_total: counter(
+                &r,
+                "mcp_gateway_upstream_auth_failures_total",
+                "Upstream 401/403 answers (signature or credential problems).",
+            ),
+            redactions_total: counter_vec(
+                &r,
+                "mcp_gateway_redactions_total",
+                "Redactions applied to results, by detector.",
+                &["detector"],
+            ),
+            open_sessions: gauge(
+                &r,
+                "mcp_gateway_open_sessions",
+                "MCP sessions open on this replica (initialize minus DELETE, best effort).",
+            ),
+            open_sse_streams: gauge(
+                &r,
+                "mcp_gateway_open_sse_streams",
+                "SSE streams currently relayed.",
+            ),
+            inflight_requests: gauge(
+                &r,
+                "mcp_gateway_inflight_requests",
+                "Requests currently in the pipeline.",
+            ),
+            credential_refreshes_total: counter_vec(
+                &r,
+                "mcp_gateway_credential_refreshes_total",
+                "AWS credential refreshes, by result.",
+                &["result"],
+            ),
+            role_session_cache_total: counter_vec(
+                &r,
+                "mcp_gateway_role_session_cache_total",
+                "Per-caller STS role-session cache lookups, by result.",
+                &["result"],
+            ),
+            audit_queue_depth: gauge(
+                &r,
+                "mcp_gateway_audit_queue_depth",
+                "Audit records waiting for the writer.",
+            ),
+            audit_records_total: counter_vec(
+                &r,
+                "mcp_gateway_audit_records_total",
+                "Audit records, by outcome.",
+                &["result"],
+            ),
+            auth_failures_total: counter_vec(
+                &r,
+                "mcp_gateway_auth_failures_total",
+                "Failed caller authentications, by reason.",
+                &["reason"],
+            ),
+            mcp_server_operation_duration_seconds: histogram_vec(
+                &r,
+                "mcp_server_operation_duration_seconds",
+                "MCP server operation duration (OpenTelemetry MCP semantic conventions).",
+                &["mcp_method_name", "error_type"],
+                MCP_DURATION_BUCKETS,
+            ),
+            registry: r,
+        }
+    }
+
+    /// Export `revision` as the one current policy revision.
+    pub fn set_policy_revision(&self, revision: &str) {
+        self.policy_revision_info.reset();
+        self.policy_revision_info
+            .with_label_values(&[revision])
+            .set(1);
+    }
+
+    /// The text exposition of every metric in this registry.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    &GLOBAL
+}
+
+/// The Prometheus text exposition (content type [`CONTENT_TYPE`]) of the global metrics.
+pub fn render() -> String {
+    global().render()
+}
+
+/// The `Content-Type` for [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_tools_fold_into_other() {
+        assert_eq!(tool_label("get_pod_logs", true), "get_pod_logs");
+        assert_eq!(tool_label("made_up_tool_123", false), OTHER_TOOL);
+    }
+
+    #[test]
+    fn revision_info_keeps_only_the_current_revision() {
+        let m = Metrics::new();
+        m.set_policy_revision("abc");
+        m.set_policy_revision("def");
+        let text = m.render();
+        assert!(text.contains("mcp_gateway_policy_revision_info{revision=\"def\"} 1"));
+        assert!(!text.contains("revision=\"abc\""));
+    }
+}
