@@ -369,7 +369,7 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
     /// OTLP/HTTP endpoint, e.g. `http://127.0.0.1:4318`. Off when omitted.
@@ -380,6 +380,12 @@ pub struct TracingConfig {
     /// Log format on stderr: `text` or `json`.
     #[serde(default = "d_log_format")]
     pub log_format: String,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: d_service_name(), log_format: d_log_format() }
+    }
 }
 
 fn d_service_name() -> String {
