@@ -1,7 +1,9 @@
 // Preloaded with `node --require` into third-party servers (e.g. server-everything) that listen on
 // all interfaces: any TCP listen() without an explicit host is bound to 127.0.0.1 instead, so a
 // test server is never reachable from outside the machine. Listens on a host, a path (Unix
-// socket) or a handle are left alone.
+// socket) or a handle are left alone. Once a TCP server listens, one line
+// `interop-preload: listening on 127.0.0.1:PORT` goes to stderr, so a caller that asked for
+// PORT=0 learns the real port.
 "use strict";
 const net = require("node:net");
 
@@ -23,5 +25,11 @@ net.Server.prototype.listen = function listenOnLoopback(...args) {
     // listen([callback]): a random port on all interfaces
     args.unshift(0, "127.0.0.1");
   }
+  this.once("listening", () => {
+    const address = this.address();
+    if (address && typeof address === "object") {
+      process.stderr.write(`interop-preload: listening on ${address.address}:${address.port}\n`);
+    }
+  });
   return originalListen.apply(this, args);
 };

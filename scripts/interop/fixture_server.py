@@ -1,0 +1,328 @@
+"""MCP conformance fixture: a Streamable HTTP server (Python `mcp` 2.3.0 `MCPServer`) exposing the
+tools, resources and prompts the @modelcontextprotocol/conformance server scenarios expect
+(`test_simple_text`, `test://static-text`, `test_simple_prompt`, ...).
+
+The conformance package does not ship its fixture; this one is written for the project from the
+scenario descriptions (`conformance list`, and each scenario's "Server Implementation
+Requirements"). It speaks both protocol eras, because the SDK does: `initialize` + sessions
+(2025-03-26 .. 2025-11-25) and the stateless `server/discover` era (2026-07-28). So it also serves
+as the dual-era backend in the Python client tests.
+
+    .cache/venv-mcp/bin/python scripts/interop/fixture_server.py [--port 0]
+
+It binds 127.0.0.1 only and prints one line `{"listening": "http://127.0.0.1:PORT/mcp"}` on stdout
+once it accepts connections. DNS-rebinding protection is on (Host and Origin must be loopback),
+as the SDK does by default for a loopback server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import socket
+import sys
+from typing import Any
+
+import mcp_types as types
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts.base import Message, UserMessage
+
+# A 1x1 red PNG and a 1-sample 8 kHz mono 8-bit WAV: the smallest valid media of each kind.
+RED_PIXEL_PNG = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c63f8cfc0f01f0005000201e221bc330000000049454e44ae426082"
+    )
+).decode()
+TINY_WAV = base64.b64encode(
+    b"RIFF" + (37).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+    + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (8000).to_bytes(4, "little")
+    + (8000).to_bytes(4, "little") + (1).to_bytes(2, "little") + (8).to_bytes(2, "little")
+    + b"data" + (1).to_bytes(4, "little") + b"\x80"
+).decode()
+
+server = MCPServer(name="eks-mcp-gateway-conformance-fixture", version="1.0.0")
+subscriptions: set[str] = set()
+
+
+def text(value: str) -> types.TextContent:
+    return types.TextContent(type="text", text=value)
+
+
+def image() -> types.ImageContent:
+    return types.ImageContent(type="image", data=RED_PIXEL_PNG, mime_type="image/png")
+
+
+def embedded(uri: str, body: str) -> types.EmbeddedResource:
+    return types.EmbeddedResource(
+        type="resource",
+        resource=types.TextResourceContents(uri=uri, mime_type="text/plain", text=body),
+    )
+
+
+# ---- tools ---------------------------------------------------------------------------------------
+
+
+@server.tool(description="Returns a simple text content block")
+def test_simple_text() -> types.CallToolResult:
+    return types.CallToolResult(content=[text("This is a simple text response for testing.")])
+
+
+@server.tool(description="Returns an image content block (1x1 red PNG)")
+def test_image_content() -> types.CallToolResult:
+    return types.CallToolResult(content=[image()])
+
+
+@server.tool(description="Returns an audio content block (audio/wav)")
+def test_audio_content() -> types.CallToolResult:
+    return types.CallToolResult(content=[types.AudioContent(type="audio", data=TINY_WAV, mime_type="audio/wav")])
+
+
+@server.tool(description="Returns an embedded text resource")
+def test_embedded_resource() -> types.CallToolResult:
+    return types.CallToolResult(content=[embedded("test://embedded-resource", "This is an embedded resource content.")])
+
+
+@server.tool(description="Returns text, image and resource content together")
+def test_multiple_content_types() -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[
+            text("Multiple content types test:"),
+            image(),
+            embedded("test://mixed-content-resource", '{"test": "data", "value": 123}'),
+        ]
+    )
+
+
+@server.tool(description="Sends three log messages while it runs")
+async def test_tool_with_logging(ctx: Context) -> types.CallToolResult:
+    for message in ("Tool execution started", "Tool processing data", "Tool execution completed"):
+        await ctx.info(message)
+        await asyncio.sleep(0.05)
+    return types.CallToolResult(content=[text("Tool with logging executed successfully")])
+
+
+@server.tool(description="Always fails with a tool error (isError: true)")
+def test_error_handling() -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[text("This tool intentionally returns an error for testing")], is_error=True
+    )
+
+
+@server.tool(description="Reports progress 0, 50 and 100 of 100")
+async def test_tool_with_progress(ctx: Context) -> types.CallToolResult:
+    for step in (0, 50, 100):
+        await ctx.report_progress(step, 100)
+        if step < 100:
+            await asyncio.sleep(0.05)
+    return types.CallToolResult(content=[text("Tool with progress executed successfully")])
+
+
+@server.tool(description="Asks the client for an LLM completion (sampling)")
+async def test_sampling(prompt: str, ctx: Context) -> types.CallToolResult:
+    result = await ctx.session.create_message(
+        messages=[types.SamplingMessage(role="user", content=text(prompt))],
+        max_tokens=100,
+        related_request_id=ctx.request_id,
+    )
+    reply = result.content.text if isinstance(result.content, types.TextContent) else str(result.content)
+    return types.CallToolResult(content=[text(f"LLM response: {reply}")])
+
+
+async def elicit(ctx: Context, message: str, schema: dict[str, Any]) -> types.CallToolResult:
+    result = await ctx.session.elicit(message, schema, related_request_id=ctx.request_id)
+    return types.CallToolResult(
+        content=[text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")]
+    )
+
+
+@server.tool(description="Asks the user for a username and an email (elicitation)")
+async def test_elicitation(message: str, ctx: Context) -> types.CallToolResult:
+    schema = {
+        "type": "object",
+        "properties": {
+            "username": {"type": "string", "description": "User's response"},
+            "email": {"type": "string", "description": "User's email address"},
+        },
+        "required": ["username", "email"],
+    }
+    return await elicit(ctx, message, schema)
+
+
+@server.tool(description="Elicitation whose schema has a default for every primitive type (SEP-1034)")
+async def test_elicitation_sep1034_defaults(ctx: Context) -> types.CallToolResult:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "default": "John Doe"},
+            "age": {"type": "integer", "default": 30},
+            "score": {"type": "number", "default": 95.5},
+            "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
+            "verified": {"type": "boolean", "default": True},
+        },
+    }
+    return await elicit(ctx, "Please review and update the form fields with defaults", schema)
+
+
+@server.tool(description="Elicitation with the five enum schema variants (SEP-1330)")
+async def test_elicitation_sep1330_enums(ctx: Context) -> types.CallToolResult:
+    schema = {
+        "type": "object",
+        "properties": {
+            "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+            "titledSingle": {
+                "type": "string",
+                "oneOf": [
+                    {"const": "value1", "title": "First Option"},
+                    {"const": "value2", "title": "Second Option"},
+                    {"const": "value3", "title": "Third Option"},
+                ],
+            },
+            "legacyEnum": {
+                "type": "string",
+                "enum": ["opt1", "opt2", "opt3"],
+                "enumNames": ["Option One", "Option Two", "Option Three"],
+            },
+            "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+            "titledMulti": {
+                "type": "array",
+                "items": {
+                    "anyOf": [
+                        {"const": "value1", "title": "First Choice"},
+                        {"const": "value2", "title": "Second Choice"},
+                        {"const": "value3", "title": "Third Choice"},
+                    ]
+                },
+            },
+        },
+    }
+    return await elicit(ctx, "Please select options from the enum fields", schema)
+
+
+@server.tool(
+    description="Interop check (not a conformance scenario): elicits with no related request, so in the "
+    "session era the server sends elicitation/create on the standalone GET stream"
+)
+async def interop_elicitation_on_get_stream(ctx: Context) -> types.CallToolResult:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    result = await ctx.session.elicit("Which cluster?", schema, related_request_id=None)
+    return types.CallToolResult(
+        content=[text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")]
+    )
+
+
+# ---- resources -----------------------------------------------------------------------------------
+
+
+@server.resource("test://static-text", name="static-text", description="A static text resource", mime_type="text/plain")
+def static_text() -> str:
+    return "This is the content of the static text resource."
+
+
+@server.resource(
+    "test://static-binary", name="static-binary", description="A static binary resource (PNG)", mime_type="image/png"
+)
+def static_binary() -> bytes:
+    return base64.b64decode(RED_PIXEL_PNG)
+
+
+@server.resource(
+    "test://watched-resource", name="watched-resource", description="A resource clients may subscribe to",
+    mime_type="text/plain",
+)
+def watched_resource() -> str:
+    return "Watched resource content."
+
+
+@server.resource(
+    "test://template/{id}/data", name="template-data", description="A templated resource", mime_type="application/json"
+)
+def template_data(id: str) -> str:
+    return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
+
+
+async def on_subscribe(_ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    subscriptions.add(str(params.uri))
+    return types.EmptyResult()
+
+
+async def on_unsubscribe(_ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    subscriptions.discard(str(params.uri))
+    return types.EmptyResult()
+
+
+async def on_set_level(_ctx: Any, _params: types.SetLevelRequestParams) -> types.EmptyResult:
+    return types.EmptyResult()
+
+
+# ---- prompts -------------------------------------------------------------------------------------
+
+
+@server.prompt(description="A prompt without arguments")
+def test_simple_prompt() -> list[Message]:
+    return [UserMessage(content=text("This is a simple prompt for testing."))]
+
+
+@server.prompt(description="A prompt with two required arguments")
+def test_prompt_with_arguments(arg1: str, arg2: str) -> list[Message]:
+    return [UserMessage(content=text(f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"))]
+
+
+@server.prompt(description="A prompt that embeds a resource")
+def test_prompt_with_embedded_resource(resourceUri: str) -> list[Message]:  # noqa: N803 (wire name)
+    return [
+        UserMessage(content=embedded(resourceUri, "Embedded resource content for testing.")),
+        UserMessage(content=text("Please process the embedded resource above.")),
+    ]
+
+
+@server.prompt(description="A prompt with an image")
+def test_prompt_with_image() -> list[Message]:
+    return [
+        UserMessage(content=image()),
+        UserMessage(content=text("Please analyze the image above.")),
+    ]
+
+
+@server.completion()
+async def complete(ref: Any, argument: types.CompletionArgument, _context: Any) -> types.Completion:
+    candidates = ["paris", "park", "party"]
+    return types.Completion(values=[c for c in candidates if c.startswith(argument.value)], total=None, has_more=False)
+
+
+lowlevel = server._lowlevel_server  # the SDK's MCPServer has no decorators for these three
+lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams, on_subscribe)
+lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, on_unsubscribe)
+lowlevel.add_request_handler("logging/setLevel", types.SetLevelRequestParams, on_set_level)
+
+
+async def serve(port: int) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    app = server.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    uv = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not uv.started:
+            await asyncio.sleep(0.02)
+        bound = sock.getsockname()[1]
+        print(json.dumps({"listening": f"http://127.0.0.1:{bound}/mcp"}), flush=True)
+
+    await asyncio.gather(uv.serve(sockets=[sock]), announce())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="MCP conformance fixture server (loopback only)")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free port)")
+    args = parser.parse_args()
+    asyncio.run(serve(args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
