@@ -29,6 +29,8 @@ import mcp_types as types
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from mcp.server.streamable_http import EventMessage, EventStore
+from mcp_types import JSONRPCMessage
 
 # A 1x1 red PNG and a 1-sample 8 kHz mono 8-bit WAV: the smallest valid media of each kind.
 RED_PIXEL_PNG = base64.b64encode(
@@ -214,6 +216,44 @@ async def interop_elicitation_on_get_stream(ctx: Context) -> types.CallToolResul
     )
 
 
+@server.tool(description="Tool with JSON Schema 2020-12 features")
+def json_schema_2020_12_tool(name: str | None = None, address: dict[str, Any] | None = None) -> types.CallToolResult:
+    return types.CallToolResult(content=[text(f"Received name={name!r}, address={json.dumps(address)}")])
+
+
+# The scenario checks that `$schema`, `$defs` and `additionalProperties` reach the client verbatim,
+# so the listed schema is written out rather than derived from the signature.
+server._tool_manager.get_tool("json_schema_2020_12_tool").parameters = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {
+        "address": {"type": "object", "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}
+    },
+    "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+    "additionalProperties": False,
+}
+
+
+@server.tool(description="Echoes a parameter that clients mirror into the Mcp-Param-Region header (SEP-2243)")
+def test_custom_header(region: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[text(f"region={region}")])
+
+
+server._tool_manager.get_tool("test_custom_header").parameters = {
+    "type": "object",
+    "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+    "required": ["region"],
+}
+
+
+@server.tool(description="Closes its SSE response stream mid-call; the result arrives after the client resumes (SEP-1699)")
+async def test_reconnection(ctx: Context) -> types.CallToolResult:
+    await asyncio.sleep(0.05)
+    await ctx.close_sse_stream()
+    await asyncio.sleep(0.1)
+    return types.CallToolResult(content=[text("Reconnection test completed successfully")])
+
+
 # ---- resources -----------------------------------------------------------------------------------
 
 
@@ -299,11 +339,35 @@ lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestPa
 lowlevel.add_request_handler("logging/setLevel", types.SetLevelRequestParams, on_set_level)
 
 
+class MemoryEventStore(EventStore):
+    """Keeps every SSE event of the process so a client can resume a stream with Last-Event-ID."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, JSONRPCMessage | None]] = []  # (event id, stream id, message)
+
+    async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: Any) -> str | None:
+        position = next((i for i, e in enumerate(self.events) if e[0] == last_event_id), None)
+        if position is None:
+            return None
+        stream_id = self.events[position][1]
+        for event_id, stream, message in self.events[position + 1 :]:
+            if stream == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
+
+
 async def serve(port: int) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    app = server.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+    app = server.streamable_http_app(
+        streamable_http_path="/mcp", host="127.0.0.1", event_store=MemoryEventStore(), retry_interval=200
+    )
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     uv = uvicorn.Server(config)
 
