@@ -1,0 +1,138 @@
+# METADATA
+# title: tool calls, clusters and namespaces
+# description: |
+#   Every tools/call: the tool must be in the catalogue, its facts must be established, the
+#   cluster must be allowed for one of the caller's groups, and every namespace it reads
+#   must be on that group's namespace allowlist. Listings across all namespaces need a
+#   group with cluster_wide_read. Writes are gated separately (writes.rego).
+package eks_mcp.gateway
+
+tool_call if input.mcp.method == "tools/call"
+
+deny contains d if {
+	tool_call
+	not is_object(input.tool)
+	d := {
+		"rule": "tools.missing",
+		"reason": "the tools/call request names no tool; give params.name",
+	}
+}
+
+deny contains d if {
+	tool_call
+	input.tool.known == false
+	d := {
+		"rule": "tools.unknown",
+		"reason": sprintf("the tool %s is not in the gateway's tool catalogue, and unknown tools are denied; ask the platform team to classify it in policies/catalogue.yaml", [input.tool.name]),
+	}
+}
+
+deny contains d if {
+	tool_call
+	is_string(input.target.parse_error)
+	d := {
+		"rule": "facts.unparseable",
+		"reason": sprintf("the gateway could not establish what this %s call touches (%s); correct the arguments and retry", [input.tool.name, input.target.parse_error]),
+	}
+}
+
+deny contains d if {
+	tool_call
+	input.tool.targets_cluster
+	not is_string(input.target.cluster)
+	d := {
+		"rule": "clusters.missing",
+		"reason": sprintf("%s needs a cluster_name; give the EKS cluster to act on", [input.tool.name]),
+	}
+}
+
+# --- clusters --------------------------------------------------------------------------
+
+deny contains d if {
+	tool_call
+	is_string(input.target.cluster)
+	not cluster_allowed
+	d := {
+		"rule": "clusters.not_allowed",
+		"reason": sprintf("cluster %s is not open to %s; use one of your team's clusters or ask the platform team for access", [input.target.cluster, who]),
+	}
+}
+
+cluster_allowed if {
+	some s in principal_group_settings
+	any_glob_match(s.clusters, input.target.cluster)
+}
+
+# A write grant on the cluster also opens it.
+cluster_allowed if {
+	some g in data.gateway.grants
+	names_principal(g)
+	any_glob_match(g.clusters, input.target.cluster)
+}
+
+# --- namespaces (reads) ----------------------------------------------------------------
+
+reading if {
+	tool_call
+	input.tool.access in {"read", "sensitive"}
+}
+
+deny contains d if {
+	reading
+	some ns in input.target.namespaces
+	not namespace_readable(ns)
+	d := {
+		"rule": "namespaces.not_allowed",
+		"reason": sprintf("namespace %s on cluster %s is not on the namespace allowlist of %s; ask for one of your team's namespaces", [ns, cluster_name, who]),
+	}
+}
+
+cluster_name := input.target.cluster if {
+	is_string(input.target.cluster)
+} else := "(none)"
+
+namespace_readable(ns) if {
+	some s in principal_group_settings
+	any_glob_match(s.clusters, input.target.cluster)
+	any_glob_match(s.namespaces, ns)
+}
+
+# Namespaces a principal may write to are readable too.
+namespace_readable(ns) if {
+	some g in data.gateway.grants
+	names_principal(g)
+	any_glob_match(g.clusters, input.target.cluster)
+	any_glob_match(g.namespaces, ns)
+}
+
+deny contains d if {
+	reading
+	input.target.all_namespaces
+	not cluster_wide_reader
+	d := {
+		"rule": "namespaces.all_namespaces",
+		"reason": sprintf("%s reaches all namespaces of cluster %s, which only groups granted cluster-wide read may do; name one namespace of yours (the namespace argument) and retry", [input.tool.name, cluster_name]),
+	}
+}
+
+cluster_wide_reader if {
+	some s in principal_group_settings
+	object.get(s, "cluster_wide_read", false) == true
+	any_glob_match(s.clusters, input.target.cluster)
+}
+
+# --- allowed reads ---------------------------------------------------------------------
+
+notices contains n if {
+	reading
+	input.tool.access == "read"
+	n := {"rule": "reads.allowed", "reason": sprintf("%s is a read allowed for %s", [input.tool.name, who])}
+}
+
+# Sensitive reads (pod logs, events, CloudWatch logs) are allowed where reads are, and
+# their results go through the baseline secret detectors.
+notices contains n if {
+	reading
+	input.tool.access == "sensitive"
+	n := {"rule": "sensitive.redacted", "reason": sprintf("%s returns sensitive data; secrets in the result are redacted", [input.tool.name])}
+}

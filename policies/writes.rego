@@ -1,0 +1,223 @@
+# METADATA
+# title: write gating, cluster tiers and privileged AWS tools
+# description: |
+#   Everything is read-only unless a grant in data.gateway.grants names the principal (or
+#   one of its groups), the cluster (glob) and the namespace (glob). Clusters in a
+#   read-only tier (prod) take no writes at all except from a break-glass group. The AWS
+#   tools that change IAM or CloudFormation (add_inline_policy, manage_eks_stacks
+#   deploy/delete) are off unless data.gateway.aws_grants grants them.
+package eks_mcp.gateway
+
+writing if {
+	tool_call
+	input.tool.access == "write"
+}
+
+aws_write if {
+	writing
+	input.tool.name in data.gateway.aws_write_tools
+}
+
+kubernetes_write if {
+	writing
+	not input.tool.name in data.gateway.aws_write_tools
+}
+
+# The operation grants are matched on: the tool's operation, or `apply` for apply_yaml.
+write_operation := input.tool.operation if {
+	is_string(input.tool.operation)
+} else := "apply"
+
+read_only_tiers := object.get(data.gateway, "read_only_tiers", ["prod"])
+
+in_read_only_tier if {
+	is_string(input.target.cluster)
+	cluster_tier in read_only_tiers
+}
+
+# --- Kubernetes write grants -----------------------------------------------------------
+
+grant_applies(g) if {
+	names_principal(g)
+	any_glob_match(g.clusters, input.target.cluster)
+	grant_covers_operation(g)
+}
+
+grant_covers_operation(g) if object.get(g, "operations", null) == null
+
+grant_covers_operation(g) if write_operation in g.operations
+
+write_granted_namespace(ns) if {
+	some g in data.gateway.grants
+	grant_applies(g)
+	any_glob_match(g.namespaces, ns)
+}
+
+deny contains d if {
+	kubernetes_write
+	not in_read_only_tier
+	some ns in input.target.namespaces
+	not write_granted_namespace(ns)
+	d := {
+		"rule": "writes.no_grant",
+		"reason": sprintf("namespace %s on cluster %s is read-only for %s: no write grant covers a %s there; ask the platform team for a write grant (data.gateway.grants)", [ns, cluster_name, who, write_operation]),
+	}
+}
+
+deny contains d if {
+	kubernetes_write
+	not in_read_only_tier
+	some r in input.target.resources
+	r.cluster_scoped
+	not cluster_scoped_write_granted
+	d := {
+		"rule": "writes.cluster_scoped",
+		"reason": sprintf("%s %s is cluster-scoped, and %s has no grant for cluster-scoped objects on cluster %s; ask the platform team", [r.kind, object_name(r), who, cluster_name]),
+	}
+}
+
+cluster_scoped_write_granted if {
+	some g in data.gateway.grants
+	grant_applies(g)
+	object.get(g, "cluster_scoped", false) == true
+}
+
+deny contains d if {
+	kubernetes_write
+	input.target.all_namespaces
+	not all_namespaces_write_granted
+	d := {
+		"rule": "writes.all_namespaces",
+		"reason": sprintf("this %s names no namespace, so it could act in any namespace of cluster %s; give the namespace argument (or metadata.namespace) and retry", [input.tool.name, cluster_name]),
+	}
+}
+
+all_namespaces_write_granted if {
+	some g in data.gateway.grants
+	grant_applies(g)
+	"*" in g.namespaces
+}
+
+deny contains d if {
+	kubernetes_write
+	count(input.target.resources) == 0
+	not is_string(input.target.parse_error)
+	d := {
+		"rule": "writes.nothing",
+		"reason": sprintf("this %s names no Kubernetes object; give kind and name, or a manifest with at least one object", [input.tool.name]),
+	}
+}
+
+object_name(r) := r.name if {
+	is_string(r.name)
+} else := "(unnamed)"
+
+notices contains n if {
+	kubernetes_write
+	n := {"rule": "writes.granted", "reason": sprintf("a write grant covers this %s for %s on cluster %s", [write_operation, who, cluster_name])}
+}
+
+# --- tiers -----------------------------------------------------------------------------
+
+deny contains d if {
+	writing
+	in_read_only_tier
+	not break_glass
+	some ns in input.target.namespaces
+	d := {
+		"rule": "tiers.read_only",
+		"reason": sprintf("namespace %s on cluster %s is read-only for %s (tier %s); ask for a break-glass grant", [ns, cluster_name, who, cluster_tier]),
+	}
+}
+
+deny contains d if {
+	writing
+	in_read_only_tier
+	not break_glass
+	count(input.target.namespaces) == 0
+	d := {
+		"rule": "tiers.read_only",
+		"reason": sprintf("cluster %s is read-only for %s (tier %s); ask for a break-glass grant", [cluster_name, who, cluster_tier]),
+	}
+}
+
+# A break-glass writer in a read-only tier still needs a grant (the shipped data grants the
+# break-glass group everything); these repeat the grant checks that the tier rule replaced.
+deny contains d if {
+	kubernetes_write
+	in_read_only_tier
+	break_glass
+	some ns in input.target.namespaces
+	not write_granted_namespace(ns)
+	d := {
+		"rule": "writes.no_grant",
+		"reason": sprintf("namespace %s on cluster %s has no write grant for %s, even with break-glass; ask the platform team for a grant", [ns, cluster_name, who]),
+	}
+}
+
+deny contains d if {
+	kubernetes_write
+	in_read_only_tier
+	break_glass
+	some r in input.target.resources
+	r.cluster_scoped
+	not cluster_scoped_write_granted
+	d := {
+		"rule": "writes.cluster_scoped",
+		"reason": sprintf("%s %s is cluster-scoped, and %s has no grant for cluster-scoped objects on cluster %s; ask the platform team", [r.kind, object_name(r), who, cluster_name]),
+	}
+}
+
+notices contains n if {
+	writing
+	in_read_only_tier
+	break_glass
+	n := {"rule": "tiers.break_glass", "reason": sprintf("break-glass write on cluster %s (tier %s) by %s", [cluster_name, cluster_tier, input.principal.id])}
+}
+
+# --- privileged AWS tools --------------------------------------------------------------
+
+deny contains d if {
+	aws_write
+	not aws_write_granted
+	d := {
+		"rule": "aws.not_granted",
+		"reason": sprintf("%s%s changes AWS resources and is off unless granted; %s has no grant for it (data.gateway.aws_grants), ask the platform team", [input.tool.name, operation_suffix, who]),
+	}
+}
+
+operation_suffix := sprintf(" (operation %s)", [input.tool.operation]) if {
+	is_string(input.tool.operation)
+} else := ""
+
+aws_write_granted if {
+	some g in data.gateway.aws_grants
+	input.tool.name in g.tools
+	names_principal(g)
+	aws_operation_ok(g)
+	aws_cluster_ok(g)
+	aws_role_ok(g)
+}
+
+aws_operation_ok(g) if object.get(g, "operations", null) == null
+
+aws_operation_ok(g) if input.tool.operation in g.operations
+
+aws_cluster_ok(g) if object.get(g, "clusters", null) == null
+
+aws_cluster_ok(g) if {
+	is_string(input.target.cluster)
+	any_glob_match(g.clusters, input.target.cluster)
+}
+
+aws_role_ok(g) if object.get(g, "roles", null) == null
+
+aws_role_ok(g) if {
+	is_string(input.tool.arguments.role_name)
+	any_glob_match(g.roles, input.tool.arguments.role_name)
+}
+
+notices contains n if {
+	aws_write
+	n := {"rule": "aws.granted", "reason": sprintf("an AWS grant allows %s%s for %s", [input.tool.name, operation_suffix, who])}
+}

@@ -1,0 +1,497 @@
+//! decide: one Rego evaluation (regorus) per MCP request over `PolicyInput`.
+//!
+//! The engine is prepared once (policies parsed, data merged, one warm evaluation) and each
+//! request evaluates a clone of it, which costs a few hundred nanoseconds; nothing is locked
+//! on the request path. Hot reload ([`PolicyHandle`]) swaps the prepared engine atomically.
+//! Any evaluation error, an undefined decision or a decision of the wrong shape fails
+//! closed: the request is denied with a reason that says so. The policy decides; Rust only
+//! executes what it decided.
+//!
+//! This module never sees caller credentials; the input holds the principal's id, groups and
+//! non-secret claims only.
+mod bundle;
+mod reload;
+mod testing;
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Catalogue, TargetFacts, ToolFacts};
+use crate::config::{PolicyConfig, PolicyMode};
+use crate::identity::{AuthKind, Principal};
+
+use bundle::{FileRole, Snapshot};
+pub use reload::PolicyHandle;
+pub use testing::{TestReport, TestResult, eval_file, format_report, run_tests};
+
+/// Rule id of a decision the gateway made because the policy could not.
+pub const FAIL_CLOSED_RULE: &str = "gateway.fail_closed";
+
+/// Redaction profile every response gets, whatever the policy says.
+pub const BASELINE_PROFILE: &str = "baseline";
+
+/// `input.client`
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ClientInfo {
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+/// Protocol era of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Era {
+    Session,
+    Stateless,
+}
+
+/// `input.mcp`
+#[derive(Debug, Clone, Serialize)]
+pub struct McpFacts {
+    pub method: String,
+    pub protocol_version: Option<String>,
+    pub era: Era,
+}
+
+/// `input.gateway`
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayFacts {
+    pub mode: PolicyMode,
+    pub upstream: String,
+}
+
+/// The whole input document (see `docs/policy.md`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyInput {
+    pub principal: Principal,
+    pub client: ClientInfo,
+    pub mcp: McpFacts,
+    pub tool: Option<ToolFacts>,
+    pub target: TargetFacts,
+    pub gateway: GatewayFacts,
+}
+
+/// What the policy decided.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Decision {
+    pub allow: bool,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Redaction profiles to apply to everything returned for this request.
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// Identifiers of the rules that matched (for audit and metrics).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Optional role name (a key of `signing.assume_role.roles`) to sign this call with.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+impl Decision {
+    /// The decision the gateway substitutes when the policy cannot decide: deny, with the
+    /// cause in the reason, and baseline redaction as always.
+    pub fn fail_closed(detail: &str) -> Decision {
+        let mut detail = detail.trim().replace('\n', " ");
+        if detail.len() > 400 {
+            let mut cut = 400;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push('…');
+        }
+        Decision {
+            allow: false,
+            reasons: vec![format!(
+                "policy evaluation failed: {detail}. The gateway denied the request (fail closed); \
+                 ask the gateway operator to check the policy"
+            )],
+            redact: vec![BASELINE_PROFILE.to_string()],
+            rules: vec![FAIL_CLOSED_RULE.to_string()],
+            role: None,
+        }
+    }
+
+    /// True when the gateway, not the policy, made this decision.
+    pub fn is_fail_closed(&self) -> bool {
+        self.rules.iter().any(|r| r == FAIL_CLOSED_RULE)
+    }
+}
+
+/// A policy directory that cannot be loaded, phrased for the person editing it.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "policy directory {path} is not a directory. Fix: set policy.dir to the directory holding the .rego files"
+    )]
+    NotADirectory { path: PathBuf },
+    #[error(
+        "no policy (*.rego other than *_test.rego) in {dir}. Fix: point policy.dir at the policies directory"
+    )]
+    NoPolicies { dir: PathBuf },
+    /// Rego parse or compile error; regorus messages carry file, line and column.
+    #[error("{message}")]
+    Rego { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Data { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Catalogue { path: PathBuf, message: String },
+    #[error("entrypoint {entrypoint}: {message}")]
+    Entrypoint { entrypoint: String, message: String },
+    #[error("input document: {message}")]
+    Input { message: String },
+}
+
+/// A prepared policy: the compiled Rego with its data, the tool catalogue of the same
+/// directory, and the revision naming both.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    template: regorus::Engine,
+    entrypoint: String,
+    /// `tool_visible` in the entrypoint's package.
+    visibility_rule: String,
+    has_visibility_rule: bool,
+    revision: String,
+    catalogue: Catalogue,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("dir", &self.dir)
+            .field("entrypoint", &self.entrypoint)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyEngine {
+    /// Load, compile and warm the policies, data and catalogue in `cfg.dir`.
+    pub fn load(cfg: &PolicyConfig) -> Result<PolicyEngine, PolicyError> {
+        let snap = Snapshot::read(&cfg.dir)?;
+        Self::from_snapshot(&snap, cfg)
+    }
+
+    pub(crate) fn from_snapshot(
+        snap: &Snapshot,
+        cfg: &PolicyConfig,
+    ) -> Result<PolicyEngine, PolicyError> {
+        let catalogue = match snap.of(FileRole::Catalogue).next() {
+            Some(f) => Catalogue::from_yaml_str(&f.text, &f.path)?,
+            None => {
+                return Err(PolicyError::Catalogue {
+                    path: cfg.dir.join(crate::classify::CATALOGUE_FILE),
+                    message: "file not found. Fix: copy policies/catalogue.yaml from the \
+                              gateway repository into the policy directory"
+                        .to_string(),
+                });
+            }
+        };
+        let mut engine = build_engine(snap, &cfg.dir, false)?;
+        let limit = cfg.eval_timeout;
+        if !limit.is_zero() {
+            engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+                limit,
+                check_interval: NonZeroU32::new(32).expect("nonzero"),
+            });
+        }
+        let entrypoint = cfg.entrypoint.trim().to_string();
+        let Some((package, _)) = entrypoint.rsplit_once('.') else {
+            return Err(PolicyError::Entrypoint {
+                entrypoint,
+                message: "is not a rule path. Fix: write it as data.<package>.<rule>, e.g. \
+                          data.eks_mcp.gateway.decision"
+                    .to_string(),
+            });
+        };
+        let visibility_rule = format!("{package}.tool_visible");
+
+        // Warm evaluation: prepares the engine (so clones are cheap), proves the entrypoint
+        // exists and that the policy evaluates without error on a plain request.
+        let warm = serde_json::to_value(warmup_input()).expect("input serialises");
+        engine.set_input(regorus::Value::from(warm.clone()));
+        engine
+            .eval_rule(entrypoint.clone())
+            .map_err(|e| PolicyError::Entrypoint {
+                entrypoint: entrypoint.clone(),
+                message: format!(
+                    "{e}. Fix: define the rule in a loaded policy, or set policy.entrypoint"
+                ),
+            })?;
+        let mut probe = engine.clone();
+        let has_visibility_rule = probe.eval_rule(visibility_rule.clone()).is_ok();
+
+        Ok(PolicyEngine {
+            template: engine,
+            entrypoint,
+            visibility_rule,
+            has_visibility_rule,
+            revision: snap.revision(),
+            catalogue,
+            dir: cfg.dir.clone(),
+        })
+    }
+
+    /// Hash of the policy, data and catalogue files this engine was built from.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// The tool catalogue loaded with this policy.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// The directory this engine was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Decide one request. Never panics and never fails: an evaluation error, an undefined
+    /// decision or a decision of the wrong shape is a deny ([`Decision::fail_closed`]).
+    pub fn decide(&self, input: &PolicyInput) -> Decision {
+        match serde_json::to_value(input) {
+            Ok(v) => self.decide_value(v),
+            Err(e) => self.failed(&format!("the input document could not be built ({e})")),
+        }
+    }
+
+    /// Decide over an input document given as JSON (`policy eval --input FILE`).
+    pub fn decide_value(&self, input: serde_json::Value) -> Decision {
+        let started = Instant::now();
+        let mut engine = self.template.clone();
+        engine.set_input(regorus::Value::from(input));
+        let result = engine.eval_rule(self.entrypoint.clone());
+        crate::metrics::global()
+            .policy_eval_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Err(e) => self.failed(&e.to_string()),
+            Ok(regorus::Value::Undefined) => self.failed(&format!(
+                "{} is undefined for this request",
+                self.entrypoint
+            )),
+            Ok(value) => match parse_decision(&value) {
+                Ok(d) => d,
+                Err(problem) => self.failed(&format!("{} {problem}", self.entrypoint)),
+            },
+        }
+    }
+
+    fn failed(&self, detail: &str) -> Decision {
+        crate::metrics::global().policy_eval_errors_total.inc();
+        tracing::error!(revision = %self.revision, error = %detail, "policy evaluation failed; request denied");
+        Decision::fail_closed(detail)
+    }
+
+    /// Whether `tools/list` shows `tool_name` to the caller of `input`: false for tools the
+    /// principal may never call (unknown tools, or every call a write without a grant).
+    /// Evaluates `tool_visible` in the entrypoint's package with `input.tool` set to the
+    /// catalogue's probe for the tool; a policy without that rule shows every known tool
+    /// (calls are still decided one by one). Errors hide the tool (fail closed).
+    pub fn tool_visible(&self, input: &PolicyInput, tool_name: &str) -> bool {
+        self.visible_tools(input, [tool_name])
+            .first()
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// [`tool_visible`](Self::tool_visible) for many tools with one input document; the
+    /// answer has one entry per name, in order.
+    pub fn visible_tools<'a>(
+        &self,
+        input: &PolicyInput,
+        tool_names: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<bool> {
+        let names: Vec<&str> = tool_names.into_iter().collect();
+        if !self.has_visibility_rule {
+            return names.iter().map(|n| self.catalogue.known(n)).collect();
+        }
+        let Ok(serde_json::Value::Object(mut base)) = serde_json::to_value(input) else {
+            return vec![false; names.len()];
+        };
+        base.insert(
+            "target".into(),
+            serde_json::to_value(TargetFacts::default()).unwrap_or_default(),
+        );
+        let mut engine = self.template.clone();
+        names
+            .iter()
+            .map(|name| {
+                let probe = self.catalogue.probe(name);
+                let mut doc = base.clone();
+                doc.insert("tool".into(), serde_json::to_value(probe).unwrap_or_default());
+                engine.set_input(regorus::Value::from(serde_json::Value::Object(doc)));
+                match engine.eval_rule(self.visibility_rule.clone()) {
+                    Ok(regorus::Value::Bool(b)) => b,
+                    Ok(_) => false,
+                    Err(e) => {
+                        tracing::warn!(tool = %name, error = %e, "tool_visible failed; tool hidden");
+                        false
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// Build an engine from the snapshot's policies (and tests when asked) and data.
+fn build_engine(
+    snap: &Snapshot,
+    dir: &Path,
+    with_tests: bool,
+) -> Result<regorus::Engine, PolicyError> {
+    let mut engine = regorus::Engine::new();
+    engine.set_strict_builtin_errors(false);
+    let mut policies = 0;
+    for f in snap.files.iter() {
+        let load = match f.role {
+            FileRole::Policy => {
+                policies += 1;
+                true
+            }
+            FileRole::Test => with_tests,
+            _ => false,
+        };
+        if load {
+            engine
+                .add_policy(f.path.display().to_string(), f.text.clone())
+                .map_err(|e| PolicyError::Rego {
+                    path: f.path.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+    }
+    if policies == 0 {
+        return Err(PolicyError::NoPolicies {
+            dir: dir.to_path_buf(),
+        });
+    }
+    for f in snap.of(FileRole::Data) {
+        let data = parse_data(f)?;
+        let mut wrapped = data;
+        for d in f.dirs.iter().rev() {
+            let mut m = serde_json::Map::new();
+            m.insert(d.clone(), wrapped);
+            wrapped = serde_json::Value::Object(m);
+        }
+        engine
+            .add_data(regorus::Value::from(wrapped))
+            .map_err(|e| PolicyError::Data {
+                path: f.path.clone(),
+                message: format!("{e}. Fix: data files must not set the same key twice"),
+            })?;
+    }
+    Ok(engine)
+}
+
+fn parse_data(f: &bundle::BundleFile) -> Result<serde_json::Value, PolicyError> {
+    let err = |message: String| PolicyError::Data {
+        path: f.path.clone(),
+        message,
+    };
+    let value = if f.path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&f.text).map_err(|e| err(e.to_string()))?
+    } else {
+        let mut docs = crate::classify::parse_manifest(&f.text).map_err(err)?;
+        if docs.len() != 1 {
+            return Err(err(format!(
+                "holds {} YAML documents. Fix: keep one document (remove extra `---`)",
+                docs.len()
+            )));
+        }
+        docs.remove(0)
+    };
+    match value {
+        serde_json::Value::Object(_) => Ok(value),
+        serde_json::Value::Null => Ok(serde_json::Value::Object(Default::default())),
+        _ => Err(err(
+            "the top level must be a mapping of keys to values".to_string()
+        )),
+    }
+}
+
+/// Convert the entrypoint's value into a `Decision`, checking its shape.
+fn parse_decision(value: &regorus::Value) -> Result<Decision, String> {
+    let json = serde_json::to_value(value).map_err(|e| format!("is not JSON ({e})"))?;
+    let obj = json
+        .as_object()
+        .ok_or("is not an object {allow, reasons, redact, rules, role}")?;
+    match obj.get("allow") {
+        Some(serde_json::Value::Bool(_)) => {}
+        Some(_) => return Err("has an `allow` that is not a boolean".into()),
+        None => return Err("has no `allow`".into()),
+    }
+    let mut d: Decision = serde_json::from_value(json.clone())
+        .map_err(|e| format!("has the wrong shape ({e}); expected {{allow: bool, reasons: [string], redact: [string], rules: [string], role: string|null}}"))?;
+    if !d.allow && d.reasons.is_empty() {
+        d.reasons
+            .push("denied by policy (the policy gave no reason)".to_string());
+    }
+    if !d.redact.iter().any(|p| p == BASELINE_PROFILE) {
+        d.redact.insert(0, BASELINE_PROFILE.to_string());
+    }
+    Ok(d)
+}
+
+/// A plain `ping` used to prepare a freshly loaded engine.
+fn warmup_input() -> PolicyInput {
+    PolicyInput {
+        principal: Principal {
+            id: "gateway-warmup".to_string(),
+            groups: Vec::new(),
+            auth: AuthKind::Static,
+            claims: Default::default(),
+        },
+        client: ClientInfo::default(),
+        mcp: McpFacts {
+            method: "ping".to_string(),
+            protocol_version: None,
+            era: Era::Session,
+        },
+        tool: None,
+        target: TargetFacts::default(),
+        gateway: GatewayFacts {
+            mode: PolicyMode::Enforce,
+            upstream: String::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_closed_names_the_cause_and_keeps_baseline_redaction() {
+        let d = Decision::fail_closed("boom\nat line 3");
+        assert!(!d.allow);
+        assert!(d.reasons[0].contains("policy evaluation failed: boom at line 3"));
+        assert_eq!(d.redact, vec!["baseline"]);
+        assert!(d.is_fail_closed());
+        let long = "x".repeat(2000);
+        assert!(Decision::fail_closed(&long).reasons[0].len() < 600);
+    }
+
+    #[test]
+    fn decisions_of_the_wrong_shape_are_rejected() {
+        let v = |j: &str| regorus::Value::from_json_str(j).unwrap();
+        assert!(parse_decision(&v(r#"{"allow": "yes"}"#)).is_err());
+        assert!(parse_decision(&v(r#"{"reasons": []}"#)).is_err());
+        assert!(parse_decision(&v(r#"true"#)).is_err());
+        assert!(parse_decision(&v(r#"{"allow": true, "reasons": "x"}"#)).is_err());
+        let d = parse_decision(&v(r#"{"allow": false}"#)).unwrap();
+        assert_eq!(d.reasons.len(), 1, "a deny always carries a reason");
+        assert_eq!(d.redact, vec!["baseline"]);
+    }
+}
