@@ -1,1 +1,697 @@
-//! (being written)
+//! audit: one decision record per MCP request, written as a JSON line.
+//!
+//! The record is modelled on OPA decision logs: who asked (principal, client), what they asked
+//! (method, tool, the facts the policy saw, arguments *after* redaction), what was decided and
+//! why (allow, mode, reasons, matched rules, redaction profiles), what was redacted on the way
+//! back, what the upstream answered, and which policy revision decided.
+//!
+//! Records go through a bounded queue to one writer thread (stdout, or a file with size-based
+//! rotation). Nothing is dropped silently: with `on_failure: block` a full queue makes callers
+//! wait and a failing sink is retried with backoff; with `on_failure: fail_closed` a full queue
+//! or a failed sink makes [`AuditSink::record`] return an error, and the pipeline then denies
+//! the request. Only `sink: none` discards records, because the operator asked for it.
+//!
+//! This module never sees caller credentials or raw session ids: the caller passes arguments
+//! that were already redacted, and session ids only as a hash ([`session_hash`]).
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{AuditConfig, AuditFailure, PolicyMode};
+use crate::identity::AuthKind;
+use crate::metrics;
+use crate::policy::{Decision, Era, PolicyInput};
+use crate::redact::Redaction;
+
+/// `principal` in a record: who called (never a credential).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditPrincipal {
+    pub id: String,
+    pub groups: Vec<String>,
+    pub auth: AuthKind,
+}
+
+/// `client` in a record, as the client named itself.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct AuditClient {
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+/// `facts` in a record: what classify established and the policy saw.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct AuditFacts {
+    pub cluster: Option<String>,
+    pub namespaces: Vec<String>,
+    pub all_namespaces: bool,
+    pub kinds: Vec<String>,
+    pub operation: Option<String>,
+    /// Access class: `read`, `sensitive`, `write`, `unknown`.
+    pub access: Option<String>,
+}
+
+/// `decision` in a record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditDecision {
+    pub allow: bool,
+    pub mode: PolicyMode,
+    /// True when the decision took effect (always in `enforce`; in `dry_run` only allows do).
+    pub enforced: bool,
+    pub reasons: Vec<String>,
+    pub rules: Vec<String>,
+    pub redact: Vec<String>,
+}
+
+/// One redaction applied to the arguments or the result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditRedaction {
+    pub detector: String,
+    pub path: String,
+}
+
+/// `upstream` in a record. Absent when the request never went upstream.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct AuditUpstream {
+    pub status: Option<u16>,
+    pub latency_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// One decision record. Build it with [`AuditRecord::new`] (or `from_request`) and fill
+/// the rest; `arguments` must already be redacted.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditRecord {
+    pub decision_id: String,
+    /// RFC 3339, UTC, millisecond precision.
+    pub timestamp: String,
+    pub principal: AuditPrincipal,
+    pub client: AuditClient,
+    pub method: String,
+    pub tool: Option<String>,
+    /// `session` or `stateless`.
+    pub era: String,
+    /// SHA-256 prefix of the session id ([`session_hash`]); never the id itself.
+    pub session: Option<String>,
+    pub facts: AuditFacts,
+    /// Tool arguments after redaction.
+    pub arguments: Option<serde_json::Value>,
+    pub decision: AuditDecision,
+    pub redactions: Vec<AuditRedaction>,
+    pub upstream: Option<AuditUpstream>,
+    pub policy_revision: String,
+    pub duration_ms: f64,
+}
+
+impl AuditRecord {
+    /// A record with a fresh decision id and the current time; everything else empty.
+    pub fn new(principal: AuditPrincipal, method: &str, decision: AuditDecision) -> Self {
+        AuditRecord {
+            decision_id: new_decision_id(),
+            timestamp: rfc3339_now(),
+            principal,
+            client: AuditClient::default(),
+            method: method.to_owned(),
+            tool: None,
+            era: "session".to_owned(),
+            session: None,
+            facts: AuditFacts::default(),
+            arguments: None,
+            decision,
+            redactions: Vec::new(),
+            upstream: None,
+            policy_revision: String::new(),
+            duration_ms: 0.0,
+        }
+    }
+
+    /// The record for one finished request, from what the pipeline gathered.
+    pub fn from_outcome(o: &RequestOutcome<'_>, policy_revision: &str) -> Self {
+        let input = o.input;
+        let p = &input.principal;
+        let principal = AuditPrincipal {
+            id: p.id.clone(),
+            groups: p.groups.clone(),
+            auth: p.auth,
+        };
+        let decision = AuditDecision {
+            allow: o.decision.allow,
+            mode: o.mode,
+            enforced: o.decision.allow || o.mode == PolicyMode::Enforce,
+            reasons: o.decision.reasons.clone(),
+            rules: o.decision.rules.clone(),
+            redact: o.decision.redact.clone(),
+        };
+        let mut rec = AuditRecord::new(principal, &input.mcp.method, decision);
+        rec.client = AuditClient {
+            name: input.client.name.clone(),
+            version: input.client.version.clone(),
+        };
+        rec.era = match input.mcp.era {
+            Era::Session => "session",
+            Era::Stateless => "stateless",
+        }
+        .to_owned();
+        rec.session = o.session_id.map(session_hash);
+        let mut kinds: Vec<String> = input
+            .target
+            .resources
+            .iter()
+            .filter_map(|r| r.kind.clone())
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        rec.facts = AuditFacts {
+            cluster: input.target.cluster.clone(),
+            namespaces: input.target.namespaces.clone(),
+            all_namespaces: input.target.all_namespaces,
+            kinds,
+            operation: input.tool.as_ref().and_then(|t| t.operation.clone()),
+            access: input.tool.as_ref().and_then(|t| {
+                serde_json::to_value(t.access)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            }),
+        };
+        rec.tool = input.tool.as_ref().map(|t| t.name.clone());
+        if let Some((args, arg_redactions)) = o.arguments {
+            rec.arguments = Some(args.clone());
+            rec.redactions
+                .extend(arg_redactions.iter().map(|r| AuditRedaction {
+                    detector: r.detector.to_owned(),
+                    path: format!("params.arguments{}", path_suffix(&r.path)),
+                }));
+        }
+        rec.redactions
+            .extend(o.redactions.iter().map(|r| AuditRedaction {
+                detector: r.detector.to_owned(),
+                path: r.path.clone(),
+            }));
+        if o.upstream_status.is_some() || o.upstream_latency.is_some() {
+            rec.upstream = Some(AuditUpstream {
+                status: o.upstream_status,
+                latency_ms: o.upstream_latency.map(millis),
+                error: o.error.map(str::to_owned),
+            });
+        } else if o.decision.allow && o.error.is_some() {
+            rec.upstream = Some(AuditUpstream {
+                status: None,
+                latency_ms: None,
+                error: o.error.map(str::to_owned),
+            });
+        }
+        rec.policy_revision = policy_revision.to_owned();
+        rec.duration_ms = millis(o.started.elapsed());
+        rec
+    }
+}
+
+/// What the pipeline knows about a finished request, borrowed for [`AuditRecord::from_outcome`].
+pub struct RequestOutcome<'a> {
+    pub input: &'a PolicyInput,
+    pub decision: &'a Decision,
+    pub mode: PolicyMode,
+    pub started: Instant,
+    /// Tool arguments after redaction, with the redactions applied to them (paths relative
+    /// to the arguments object).
+    pub arguments: Option<&'a (serde_json::Value, Vec<Redaction>)>,
+    /// Redactions applied to the response (paths as the redactor reports them).
+    pub redactions: &'a [Redaction],
+    pub upstream_status: Option<u16>,
+    pub upstream_latency: Option<Duration>,
+    /// Error kind (`timeout`, `unavailable`, `client_disconnected`, ...), if any.
+    pub error: Option<&'a str>,
+    /// The raw session id; only its hash is recorded.
+    pub session_id: Option<&'a str>,
+}
+
+/// Join a redaction path under a prefix: `""` stays empty, `.a`/`[0]` are appended as is,
+/// anything else gets a dot.
+fn path_suffix(path: &str) -> String {
+    if path.is_empty() || path.starts_with('.') || path.starts_with('[') {
+        path.to_owned()
+    } else {
+        format!(".{path}")
+    }
+}
+
+/// A duration in milliseconds with microsecond resolution, for records.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// The form of a session id that may appear in a record: the first 16 hex digits of its
+/// SHA-256. Enough to correlate records of one session, useless to hijack it.
+pub fn session_hash(session_id: &str) -> String {
+    let digest = Sha256::digest(session_id.as_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// A random, UUID-v4-shaped decision id.
+pub fn new_decision_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Now as RFC 3339 in UTC with milliseconds, e.g. `2026-11-25T14:06:08.123Z`.
+pub fn rfc3339_now() -> String {
+    rfc3339(SystemTime::now())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Why a record could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(
+        "the audit queue is full ({capacity} records waiting) and audit.on_failure is fail_closed"
+    )]
+    QueueFull { capacity: usize },
+    #[error(
+        "the audit sink {sink} is failing ({detail}) and audit.on_failure is fail_closed; \
+         fix the sink (disk space, permissions, path) and records are accepted again"
+    )]
+    SinkFailed { sink: String, detail: String },
+    #[error("the audit writer has stopped; restart the gateway")]
+    Stopped,
+    #[error("audit record could not be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error(
+        "audit.sink {path}: directory {dir} does not exist. Fix: create it or point audit.sink \
+         at a writable path (or use `stdout`)"
+    )]
+    NoDirectory { path: String, dir: String },
+    #[error("audit.queue_size must be at least 1")]
+    QueueSize,
+    #[error("cannot start the audit writer thread: {0}")]
+    Spawn(io::Error),
+}
+
+enum Msg {
+    Line(Vec<u8>),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Stdout,
+    File {
+        path: PathBuf,
+        rotate_bytes: u64,
+        keep: usize,
+    },
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Stdout => "stdout".to_owned(),
+            Target::File { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+struct Shared {
+    on_failure: AuditFailure,
+    /// Set by the writer while the sink is failing, cleared when a write succeeds again.
+    failed: AtomicBool,
+    last_error: std::sync::Mutex<String>,
+    sink: String,
+    capacity: usize,
+}
+
+/// The audit trail: a bounded queue in front of one writer. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: Option<mpsc::Sender<Msg>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSink")
+            .field("sink", &self.shared.sink)
+            .field("on_failure", &self.shared.on_failure)
+            .finish()
+    }
+}
+
+impl AuditSink {
+    /// Start the writer for `cfg.sink`: `stdout`, `none`, or a file path.
+    pub fn start(cfg: &AuditConfig) -> Result<AuditSink, AuditError> {
+        if cfg.queue_size == 0 {
+            return Err(AuditError::QueueSize);
+        }
+        let target = match cfg.sink.as_str() {
+            "none" => {
+                return Ok(AuditSink {
+                    tx: None,
+                    shared: Arc::new(Shared {
+                        on_failure: cfg.on_failure,
+                        failed: AtomicBool::new(false),
+                        last_error: Default::default(),
+                        sink: "none".to_owned(),
+                        capacity: cfg.queue_size,
+                    }),
+                });
+            }
+            "stdout" | "-" => Target::Stdout,
+            path => {
+                let path = PathBuf::from(path);
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                if !dir.is_dir() {
+                    return Err(AuditError::NoDirectory {
+                        path: path.display().to_string(),
+                        dir: dir.display().to_string(),
+                    });
+                }
+                Target::File {
+                    path,
+                    rotate_bytes: cfg.rotate_bytes,
+                    keep: cfg.keep_files,
+                }
+            }
+        };
+        let shared = Arc::new(Shared {
+            on_failure: cfg.on_failure,
+            failed: AtomicBool::new(false),
+            last_error: Default::default(),
+            sink: target.describe(),
+            capacity: cfg.queue_size,
+        });
+        let (tx, rx) = mpsc::channel(cfg.queue_size);
+        let writer = Writer {
+            target,
+            out: None,
+            written: 0,
+            shared: shared.clone(),
+        };
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(AuditError::Spawn)?;
+        Ok(AuditSink {
+            tx: Some(tx),
+            shared,
+        })
+    }
+
+    /// Queue one record. With `on_failure: block` this waits while the queue is full; with
+    /// `fail_closed` it returns an error at once when the queue is full or the sink is
+    /// failing, and the caller must then refuse the request.
+    pub async fn record(&self, rec: AuditRecord) -> Result<(), AuditError> {
+        let m = metrics::global();
+        let Some(tx) = &self.tx else {
+            m.audit_records_total.with_label_values(&["disabled"]).inc();
+            return Ok(());
+        };
+        let mut line = serde_json::to_vec(&rec)?;
+        line.push(b'\n');
+        let result = match self.shared.on_failure {
+            AuditFailure::Block => tx
+                .send(Msg::Line(line))
+                .await
+                .map_err(|_| AuditError::Stopped),
+            AuditFailure::FailClosed => {
+                if self.shared.failed.load(Ordering::Acquire) {
+                    Err(self.sink_failed())
+                } else {
+                    tx.try_send(Msg::Line(line)).map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(_) => AuditError::QueueFull {
+                            capacity: self.shared.capacity,
+                        },
+                        mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
+                    })
+                }
+            }
+        };
+        match &result {
+            Ok(()) => m.audit_queue_depth.set(self.depth(tx)),
+            Err(_) => m.audit_records_total.with_label_values(&["rejected"]).inc(),
+        }
+        result
+    }
+
+    /// True when a record would be accepted now without waiting past a failure: always in
+    /// `block` mode; in `fail_closed` mode only while the sink works and the queue has room.
+    pub fn accepting(&self) -> bool {
+        match (&self.tx, self.shared.on_failure) {
+            (None, _) => true,
+            (Some(tx), AuditFailure::Block) => !tx.is_closed(),
+            (Some(tx), AuditFailure::FailClosed) => {
+                !self.shared.failed.load(Ordering::Acquire) && tx.capacity() > 0
+            }
+        }
+    }
+
+    /// True while the writer reports the sink failing (for `/readyz`).
+    pub fn failing(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    /// Wait until every record queued before this call is written. Waits as long as the
+    /// sink keeps failing in `block` mode; wrap it in a timeout at shutdown.
+    pub async fn flush(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done, wait) = oneshot::channel();
+        if tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    fn depth(&self, tx: &mpsc::Sender<Msg>) -> i64 {
+        (self.shared.capacity.saturating_sub(tx.capacity())) as i64
+    }
+
+    fn sink_failed(&self) -> AuditError {
+        let detail = self
+            .shared
+            .last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        AuditError::SinkFailed {
+            sink: self.shared.sink.clone(),
+            detail,
+        }
+    }
+}
+
+/// The writer thread: owns the output, batches what is queued, rotates files, retries.
+struct Writer {
+    target: Target,
+    out: Option<File>,
+    /// Bytes in the current file.
+    written: u64,
+    shared: Arc<Shared>,
+}
+
+const MAX_BATCH: usize = 256;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let m = metrics::global();
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
+        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Line(l) => batch.push(l),
+                    Msg::Flush(done) => flushes.push(done),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let capacity = self.shared.capacity;
+            m.audit_queue_depth
+                .set(capacity.saturating_sub(rx.capacity()) as i64);
+            self.write_with_retry(&batch);
+            m.audit_records_total
+                .with_label_values(&["written"])
+                .inc_by(batch.len() as u64);
+            batch.clear();
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Write the batch, retrying with backoff until it succeeds: a record is never dropped.
+    fn write_with_retry(&mut self, batch: &[Vec<u8>]) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.write_batch(batch) {
+                Ok(()) => {
+                    if self.shared.failed.swap(false, Ordering::AcqRel) {
+                        tracing::info!(sink = %self.shared.sink, "audit sink recovered");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    metrics::global()
+                        .audit_records_total
+                        .with_label_values(&["write_error"])
+                        .inc();
+                    if let Ok(mut last) = self.shared.last_error.lock() {
+                        *last = e.to_string();
+                    }
+                    if !self.shared.failed.swap(true, Ordering::AcqRel) {
+                        tracing::error!(
+                            sink = %self.shared.sink,
+                            error = %e,
+                            "audit sink write failed; retrying with backoff"
+                        );
+                    }
+                    // Reopen on the next attempt (the file may have been removed or the
+                    // disk freed).
+                    self.out = None;
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[Vec<u8>]) -> io::Result<()> {
+        match self.target.clone() {
+            Target::Stdout => {
+                let mut out = io::stdout().lock();
+                for line in batch {
+                    out.write_all(line)?;
+                }
+                out.flush()
+            }
+            Target::File {
+                path,
+                rotate_bytes,
+                keep,
+            } => {
+                // Lines are written one by one so a rotation never splits a record.
+                for line in batch {
+                    if self.written > 0 && self.written + line.len() as u64 > rotate_bytes {
+                        self.out = None;
+                        rotate(&path, keep)?;
+                        self.written = 0;
+                    }
+                    let file = match &mut self.out {
+                        Some(f) => f,
+                        None => {
+                            let f = OpenOptions::new().create(true).append(true).open(&path)?;
+                            self.written = f.metadata().map(|m| m.len()).unwrap_or(0);
+                            self.out.insert(f)
+                        }
+                    };
+                    file.write_all(line)?;
+                    self.written += line.len() as u64;
+                }
+                if let Some(f) = &mut self.out {
+                    f.flush()?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `path` → `path.1` → … → `path.keep`; the oldest falls off. With `keep == 0` the current
+/// file is removed.
+fn rotate(path: &Path, keep: usize) -> io::Result<()> {
+    let numbered = |n: usize| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    };
+    if keep == 0 {
+        return remove_if_exists(path);
+    }
+    remove_if_exists(&numbered(keep))?;
+    for n in (1..keep).rev() {
+        let from = numbered(n);
+        if from.exists() {
+            std::fs::rename(&from, numbered(n + 1))?;
+        }
+    }
+    std::fs::rename(path, numbered(1))
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_079_568_123);
+        assert_eq!(rfc3339(t), "2025-11-25T14:06:08.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn decision_ids_look_like_uuids_and_differ() {
+        let a = new_decision_id();
+        let b = new_decision_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+
+    #[test]
+    fn session_hash_hides_the_id() {
+        let h = session_hash("secret-session-id");
+        assert_eq!(h.len(), 16);
+        assert!(!h.contains("secret"));
+        assert_eq!(h, session_hash("secret-session-id"));
+    }
+}

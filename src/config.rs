@@ -298,6 +298,26 @@ pub struct JwtAuthConfig {
     /// Public URL of this gateway's MCP endpoint (the RFC 9728 `resource`).
     #[serde(default)]
     pub resource: Option<String>,
+    /// How often the JWKS is refetched even when every `kid` is known.
+    #[serde(default = "d_jwks_refresh", with = "duration_str")]
+    pub jwks_refresh_interval: Duration,
+    /// Least time between refetches triggered by a token with an unknown `kid` (a caller
+    /// cannot make the gateway hammer the issuer).
+    #[serde(default = "d_jwks_min_refresh", with = "duration_str")]
+    pub jwks_min_refresh_interval: Duration,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "d_jwt_leeway", with = "duration_str")]
+    pub leeway: Duration,
+}
+
+fn d_jwks_refresh() -> Duration {
+    Duration::from_secs(600)
+}
+fn d_jwks_min_refresh() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_jwt_leeway() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn d_groups_claim() -> String {

@@ -19,6 +19,8 @@ pub mod sse;
 pub mod redact;
 pub mod audit;
 pub mod metrics;
+pub mod health;
+pub mod telemetry;
 pub mod pipeline;
 pub mod sim;
 pub mod demo;
