@@ -1,0 +1,394 @@
+//! Does a name (a JSON key, an environment variable name, the key of a `key=value` pair in a
+//! log line) name a credential? One classifier serves all three so that `DB_PASSWORD` in an env
+//! list, `"dbPassword"` in a JSON config and `db.password=` in a log line agree.
+//!
+//! The name is split into lower-case words (`_ - . /` separators and camelCase boundaries).
+//! It names a credential when a word is or ends with a credential stem (`password`, `secret`,
+//! `token`, `apikey`, ...), or is `key` qualified by a word before it (`API_KEY`, `SIGNING_KEY`,
+//! but not a bare `key` as in tolerations and label selectors) — unless the LAST word says the
+//! value is about the credential rather than the credential itself (`TOKEN_TTL`,
+//! `PASSWORD_MIN_LENGTH`, `KEY_ID_LENGTH`, `secretName`, `secretKeyRef`, `TOKEN_URL`), or the
+//! name is a known non-secret (`nextToken` pagination, `progressToken`, shell `PWD`).
+//! AWS names map to their own detectors so the replacement says what was removed.
+use super::detectors::{
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, CREDENTIAL_ASSIGNMENT, Det,
+    KUBECONFIG_CREDENTIAL,
+};
+
+/// Words a credential-bearing word may end with (`dbpassword`, `clientsecret`, `authtoken`).
+const STEMS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "credential",
+    "credentials",
+    "pwd",
+    "apikey",
+    "privatekey",
+    "secretkey",
+    "accesskey",
+    "signingkey",
+    "encryptionkey",
+    "masterkey",
+    "authkey",
+    "sshkey",
+    "hmackey",
+    "licensekey",
+    "authorization",
+];
+
+/// Last words that make the value metadata about a credential, not the credential.
+const NON_SECRET_LAST: &[&str] = &[
+    "name",
+    "names",
+    "id",
+    "ids",
+    "file",
+    "files",
+    "path",
+    "paths",
+    "dir",
+    "directory",
+    "length",
+    "len",
+    "size",
+    "ttl",
+    "expiry",
+    "expires",
+    "expiration",
+    "timeout",
+    "seconds",
+    "secs",
+    "sec",
+    "ms",
+    "millis",
+    "minutes",
+    "mins",
+    "hours",
+    "days",
+    "count",
+    "enabled",
+    "disabled",
+    "enable",
+    "disable",
+    "type",
+    "types",
+    "mode",
+    "ref",
+    "refs",
+    "url",
+    "uri",
+    "urls",
+    "endpoint",
+    "host",
+    "port",
+    "header",
+    "version",
+    "rotation",
+    "limit",
+    "min",
+    "max",
+    "format",
+    "algorithm",
+    "alg",
+    "policy",
+    "hint",
+    "kind",
+    "provider",
+    "location",
+    "field",
+    "arn",
+    "region",
+    "bucket",
+    "status",
+    "required",
+    "store",
+    "manager",
+    "namespace",
+    "selector",
+    "regex",
+    "pattern",
+    "validation",
+    "rule",
+    "rules",
+    "at",
+    "issuer",
+    "audience",
+    "scope",
+    "scopes",
+    "lifetime",
+    "duration",
+    "interval",
+    "source",
+    "label",
+    "template",
+    "class",
+    "volume",
+    "mount",
+    "index",
+    "strength",
+    "retries",
+    "reason",
+    "message",
+    "error",
+    "valid",
+    "invalid",
+    "exists",
+    "set",
+    "configured",
+    "present",
+    "missing",
+    "generated",
+    "usage",
+    "used",
+    "expired",
+    "hash",
+    "fingerprint",
+    "digest",
+    "sha",
+    "sha256",
+    "checksum",
+];
+
+/// Words before a final `key` that make it a non-secret key (`PARTITION_KEY`, `SORT_KEY`).
+const NON_SECRET_KEY_QUALIFIERS: &[&str] = &[
+    "public",
+    "partition",
+    "sort",
+    "primary",
+    "routing",
+    "cache",
+    "idempotency",
+    "foreign",
+    "hash",
+    "object",
+    "s3",
+    "label",
+    "map",
+    "node",
+    "range",
+    "lookup",
+    "shard",
+    "row",
+    "column",
+    "dedup",
+    "dedupe",
+    "composite",
+    "unique",
+    "group",
+    "message",
+    "metric",
+    "tag",
+    "dict",
+    "annotation",
+    "match",
+    "sticky",
+    "affinity",
+    "topology",
+    "config",
+    "registry",
+    "translation",
+    "i18n",
+    "sequence",
+    "request",
+];
+
+/// Whole names (words joined) that are never credentials.
+const NON_SECRET_NAMES: &[&str] = &[
+    "pwd",
+    "oldpwd",
+    "nexttoken",
+    "continuetoken",
+    "continuationtoken",
+    "pagetoken",
+    "nextpagetoken",
+    "paginationtoken",
+    "progresstoken",
+    "synctoken",
+    "resumetoken",
+    "cancellationtoken",
+    "ec2sshkey",
+    "publickey",
+    "tokenizer",
+    "maxtokens",
+    "secretkeyref",
+];
+
+/// Split a name into lower-case words: separators are any non-alphanumeric byte, and camelCase
+/// boundaries (`dbPassword`, `HTTPToken`, `ec2SshKey`).
+pub(crate) fn split_words(name: &str) -> Vec<String> {
+    let b = name.as_bytes();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for (i, &c) in b.iter().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if c.is_ascii_uppercase() && !cur.is_empty() {
+            let prev = b[i - 1];
+            let next_lower = b.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower)
+            {
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+        cur.push(c.to_ascii_lowercase() as char);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The detector responsible for a value stored under `name`, or `None` when the name does not
+/// name a credential.
+pub(crate) fn classify(name: &str) -> Option<Det> {
+    if name.len() > 96 {
+        return None;
+    }
+    let words = split_words(name);
+    let last = words.last()?;
+    let joined: String = words.concat();
+    if NON_SECRET_NAMES.contains(&joined.as_str()) {
+        return None;
+    }
+    if joined.ends_with("secretaccesskey") || joined == "awssecretkey" {
+        return Some(AWS_SECRET_ACCESS_KEY);
+    }
+    if joined.ends_with("sessiontoken") || joined.ends_with("securitytoken") {
+        return Some(AWS_SESSION_TOKEN);
+    }
+    if joined.ends_with("accesskeyid") {
+        return Some(AWS_ACCESS_KEY_ID);
+    }
+    if joined == "clientkeydata" || joined == "clientcertificatedata" {
+        return Some(KUBECONFIG_CREDENTIAL);
+    }
+    if NON_SECRET_LAST.contains(&last.as_str()) || words.iter().any(|w| w == "public") {
+        return None;
+    }
+    for (i, w) in words.iter().enumerate() {
+        if w == "pass" {
+            return Some(CREDENTIAL_ASSIGNMENT);
+        }
+        if w == "key" {
+            if i > 0 && !NON_SECRET_KEY_QUALIFIERS.contains(&words[i - 1].as_str()) {
+                return Some(CREDENTIAL_ASSIGNMENT);
+            }
+            continue;
+        }
+        if w != "oldpwd" && STEMS.iter().any(|s| w.ends_with(s)) {
+            return Some(CREDENTIAL_ASSIGNMENT);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_snake_kebab_dotted_and_camel_case() {
+        assert_eq!(split_words("DB_PASSWORD"), ["db", "password"]);
+        assert_eq!(split_words("client-key-data"), ["client", "key", "data"]);
+        assert_eq!(
+            split_words("spring.datasource.password"),
+            ["spring", "datasource", "password"]
+        );
+        assert_eq!(split_words("dbPassword"), ["db", "password"]);
+        assert_eq!(split_words("HTTPToken"), ["http", "token"]);
+        assert_eq!(split_words("ec2SshKey"), ["ec2", "ssh", "key"]);
+        assert_eq!(split_words("--password"), ["password"]);
+    }
+
+    #[test]
+    fn credential_names() {
+        for n in [
+            "DB_PASSWORD",
+            "PGPASSWORD",
+            "password",
+            "DB_PASS",
+            "db_pwd",
+            "API_KEY",
+            "apiKey",
+            "STRIPE_SECRET",
+            "client_secret",
+            "GITHUB_TOKEN",
+            "access_token",
+            "X-Auth-Token",
+            "Authorization",
+            "ENCRYPTION_KEY",
+            "signing.key",
+            "tls.key",
+            "private_key",
+            "SSH_PRIVATE_KEY",
+            "credentials",
+            "passwordHash2",
+            "MYSQL_ROOT_PASSWORD",
+            "JWT_SECRET",
+            "passphrase",
+        ] {
+            assert_eq!(classify(n), Some(CREDENTIAL_ASSIGNMENT), "{n}");
+        }
+    }
+
+    #[test]
+    fn aws_and_kubeconfig_names_get_their_own_detector() {
+        assert_eq!(
+            classify("aws_secret_access_key"),
+            Some(AWS_SECRET_ACCESS_KEY)
+        );
+        assert_eq!(classify("SecretAccessKey"), Some(AWS_SECRET_ACCESS_KEY));
+        assert_eq!(classify("AWS_SESSION_TOKEN"), Some(AWS_SESSION_TOKEN));
+        assert_eq!(classify("X-Amz-Security-Token"), Some(AWS_SESSION_TOKEN));
+        assert_eq!(classify("AccessKeyId"), Some(AWS_ACCESS_KEY_ID));
+        assert_eq!(classify("client-key-data"), Some(KUBECONFIG_CREDENTIAL));
+        assert_eq!(
+            classify("client-certificate-data"),
+            Some(KUBECONFIG_CREDENTIAL)
+        );
+    }
+
+    #[test]
+    fn names_about_credentials_are_not_credentials() {
+        for n in [
+            "KEY_ID_LENGTH",
+            "TOKEN_TTL",
+            "PASSWORD_MIN_LENGTH",
+            "token_expiry_seconds",
+            "secretName",
+            "secretKeyRef",
+            "TOKEN_URL",
+            "PASSWORD_FILE",
+            "nextToken",
+            "NextToken",
+            "progressToken",
+            "PWD",
+            "OLDPWD",
+            "key",
+            "keyId",
+            "PUBLIC_KEY",
+            "partition_key",
+            "ec2SshKey",
+            "keyArn",
+            "max_tokens",
+            "tokenizer",
+            "secret_arn",
+            "automountServiceAccountToken_enabled",
+            "KEYCLOAK_URL",
+            "monkey",
+            "bypass",
+            "token_created_at",
+        ] {
+            assert_eq!(classify(n), None, "{n}");
+        }
+    }
+}

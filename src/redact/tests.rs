@@ -1,0 +1,530 @@
+//! Unit tests: each detector alone, profile handling, MCP message shapes.
+use serde_json::{Value, json};
+
+use super::*;
+
+fn r() -> Redactor {
+    Redactor::builtin()
+}
+fn base() -> Vec<String> {
+    vec![BASELINE.to_string()]
+}
+/// Redact free text; return the output and the detector names found.
+fn text(s: &str) -> (String, Vec<&'static str>) {
+    let (out, found) = r().redact_text(s, &base());
+    (out.into_owned(), found.iter().map(|f| f.detector).collect())
+}
+fn assert_text(input: &str, secret: &str, detector: &str) {
+    let (out, found) = text(input);
+    assert!(!out.contains(secret), "secret survived in {out:?}");
+    assert!(
+        out.contains(&format!("[REDACTED:{detector}]")),
+        "expected {detector} in {out:?} (found {found:?})"
+    );
+    assert!(found.contains(&detector), "{found:?}");
+}
+fn tool_result(texts: &[&str]) -> Value {
+    let content: Vec<Value> = texts
+        .iter()
+        .map(|t| json!({"type": "text", "text": t}))
+        .collect();
+    json!({"jsonrpc": "2.0", "id": 3, "result": {"content": content, "isError": false}})
+}
+
+#[test]
+fn shipped_policy_compiles_and_defines_the_documented_profiles() {
+    let red = r();
+    assert_eq!(
+        red.profile_names(),
+        ["baseline", "credentials", "secret_values", "service_tokens"]
+    );
+    assert_eq!(red.detector_names().len(), detectors::BUILTIN.len());
+}
+
+#[test]
+fn aws_keys() {
+    assert_text(
+        "key id AKIAQ3EGTRMN7XZ4PLKD in use",
+        "AKIAQ3EGTRMN7XZ4PLKD",
+        "aws_access_key_id",
+    );
+    assert_text(
+        "aws_secret_access_key = q8Zt2vN5mK1pL9xR4wE7uY3iO6aS0dF2gH5jK8lZ",
+        "q8Zt2vN5mK1pL9xR4wE7uY3iO6aS0dF2gH5jK8lZ",
+        "aws_secret_access_key",
+    );
+    // CSV export: the 40-char key right after the id, no key name.
+    assert_text(
+        "AKIAQ3EGTRMN7XZ4PLKD,q8Zt2vN5mK1pL9xR4wE7uY3iO6aS0dF2gH5jK8lZ",
+        "q8Zt2vN5mK1pL9xR4wE7",
+        "aws_secret_access_key",
+    );
+    let tok = format!("IQoJb3JpZ2luX2VjEJr{}", "A1b2C3d4E5f6G7h8".repeat(12));
+    assert_text(&format!("token {tok} end"), &tok[..30], "aws_session_token");
+    assert_text(
+        &format!("AWS_SESSION_TOKEN={tok}"),
+        &tok[..30],
+        "aws_session_token",
+    );
+    // Not keys: lower-case lookalikes, an AIDA user id, a git SHA near an id.
+    assert_eq!(text("asia-pacific akiaqueue").1, Vec::<&str>::new());
+}
+
+#[test]
+fn pem_private_key_whole_block_even_when_truncated() {
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx9vQ2pL7mN4rT8wXk\nq8Zt2vN5mK1pL9xR4wE7uY3iO6aS0dF2\n-----END RSA PRIVATE KEY-----";
+    let (out, found) = text(&format!("key:\n{key}\nafter"));
+    assert_eq!(found, ["private_key"]);
+    assert!(out.ends_with("[REDACTED:private_key]\nafter"), "{out}");
+    let (out, _) =
+        text("-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAA\\nQ2pL7mN4");
+    assert_eq!(out, "[REDACTED:private_key]");
+    // Certificates are public.
+    assert!(
+        text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----")
+            .1
+            .is_empty()
+    );
+}
+
+#[test]
+fn jwt_bearer_basic() {
+    let jwt = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlX2J5dGVz";
+    assert_text(&format!("sa token {jwt}"), jwt, "jwt");
+    assert_text(
+        "curl -H 'Authorization: Bearer 8f2k3j4h5g6f7d8s9a0' https://x",
+        "8f2k3j4h5g6f7d8s9a0",
+        "credential_assignment",
+    );
+    assert_text(
+        "sent bearer 8f2k3j4h5g6f7d8s9a0",
+        "8f2k3j4h5g6f7d8s9a0",
+        "bearer_token",
+    );
+    // base64("admin:hunter22")
+    assert_text(
+        "proxy header basic YWRtaW46aHVudGVyMjI=",
+        "YWRtaW46aHVudGVyMjI=",
+        "basic_auth",
+    );
+    // Prose survives.
+    assert!(
+        text("the bearer authentication scheme; basic features")
+            .1
+            .is_empty()
+    );
+}
+
+#[test]
+fn connection_strings_lose_only_the_password() {
+    let (out, found) = text(
+        "DATABASE_URL is postgres://orders:Xk9vQ2pL7m@db.internal:5432/orders?sslmode=require",
+    );
+    assert_eq!(
+        out,
+        "DATABASE_URL is postgres://orders:[REDACTED:connection_string_password]@db.internal:5432/orders?sslmode=require"
+    );
+    assert_eq!(found, ["connection_string_password"]);
+    assert_text(
+        "redis://:s3cretpw@cache:6379/0",
+        "s3cretpw",
+        "connection_string_password",
+    );
+    assert!(
+        text("see https://example.com:8443/path and http://user@host/")
+            .1
+            .is_empty()
+    );
+}
+
+#[test]
+fn assignments_in_log_lines() {
+    assert_text(
+        "starting with password=hunter2 and more",
+        "hunter2",
+        "credential_assignment",
+    );
+    assert_text(
+        "INFO token: 9f8e7d6c5b4a",
+        "9f8e7d6c5b4a",
+        "credential_assignment",
+    );
+    assert_text(
+        r#"{"client_secret": "abc def ghi"} (python repr)"#,
+        "abc def ghi",
+        "credential_assignment",
+    );
+    assert_text(
+        "{'db_password': 'S3cr3t!'}",
+        "S3cr3t!",
+        "credential_assignment",
+    );
+    assert_text(
+        r#"msg={\"apiKey\":\"k-123456\"}"#,
+        "k-123456",
+        "credential_assignment",
+    );
+    assert_text(
+        "GET /cb?access_token=ya29.a0Af&state=1 HTTP/1.1",
+        "ya29.a0Af",
+        "credential_assignment",
+    );
+    assert_text(
+        "spring.datasource.password=Pa55 w0rd",
+        "Pa55",
+        "credential_assignment",
+    );
+    assert_text(
+        "psql --password s3cr3t -h db",
+        "s3cr3t",
+        "credential_assignment",
+    );
+    // YAML: to the end of the line, and block scalars.
+    let (out, _) = text("db:\n  password: two words\n  host: db\n");
+    assert_eq!(
+        out,
+        "db:\n  password: [REDACTED:credential_assignment]\n  host: db\n"
+    );
+    let (out, _) = text("tls:\n  private_key: |\n    line1\n    line2\n  other: x\n");
+    assert_eq!(
+        out,
+        "tls:\n  private_key: |\n    [REDACTED:credential_assignment]\n  other: x\n"
+    );
+    // Not credentials.
+    for clean in [
+        "TOKEN_TTL=3600 KEY_ID_LENGTH=16 password_min_length=12",
+        "nextToken=AAAABBBB key=app.kubernetes.io/name",
+        "password=${DB_PASSWORD} secret=null token=\"\"",
+        "tokenizer=bert-base PWD=/home/app",
+        "Mounted secret: default-token-abc? no separator here: secret \"db\" not found",
+    ] {
+        let (out, found) = text(clean);
+        if clean.starts_with("Mounted") {
+            // `secret: default-token-abc?` is an assignment by shape; it is redacted whole.
+            assert!(found.iter().all(|d| *d == "credential_assignment"), "{out}");
+        } else {
+            assert!(found.is_empty(), "{clean} -> {out}");
+        }
+    }
+}
+
+#[test]
+fn well_known_token_formats() {
+    let cases = [
+        (
+            "ghp_",
+            "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+            "github_token",
+        ),
+        (
+            "pat",
+            "github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz0123456789",
+            "github_token",
+        ),
+        ("gl", "glpat-a1B2c3D4e5F6g7H8i9J0", "gitlab_token"),
+        (
+            "slack",
+            "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOp",
+            "slack_token",
+        ),
+        (
+            "hook",
+            "hooks.slack.com/services/T0000AAAA/B0000BBBB/XXXXXXXXXXXXXXXXXXXXXXXX",
+            "slack_webhook",
+        ),
+        ("stripe", "sk_live_51H8xYzAbCdEfGhIjKlMnOpQr", "stripe_key"),
+        (
+            "google",
+            "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+            "google_api_key",
+        ),
+        (
+            "npm",
+            "npm_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+            "npm_token",
+        ),
+        (
+            "sg",
+            "SG.a1B2c3D4e5F6g7H8i9J0kL.a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V",
+            "sendgrid_key",
+        ),
+        (
+            "openai",
+            "sk-proj-a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+            "openai_api_key",
+        ),
+        (
+            "anthropic",
+            "sk-ant-api03-a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+            "anthropic_api_key",
+        ),
+        ("vault", "hvs.CAESIa1B2c3D4e5F6g7H8i9J0k1L2", "vault_token"),
+        (
+            "dockerhub",
+            "dckr_pat_a1B2c3D4e5F6g7H8i9J0k1L2",
+            "docker_hub_token",
+        ),
+    ];
+    for (_, tok, det) in cases {
+        assert_text(&format!("using {tok} now"), tok, det);
+    }
+    // Lookalikes inside words stay.
+    assert!(text("task-runner disk-0 mask-ghp_short").1.is_empty());
+}
+
+#[test]
+fn yaml_secret_manifest_in_text() {
+    let y = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: |\n      {\"data\":{\"password\":\"c2VjcmV0\"}}\ndata:\n  username: YWRtaW4=\n  password: c2VjcmV0\nstringData:\n  note: |\n    multi\n    line\ntype: Opaque\n---\napiVersion: v1\nkind: ConfigMap\ndata:\n  username: kept\n";
+    let (out, found) = text(y);
+    for s in ["YWRtaW4=", "c2VjcmV0", "multi", "line\n"] {
+        assert!(!out.contains(s), "{s} survived: {out}");
+    }
+    assert!(
+        out.contains("  username: [REDACTED:k8s_secret_data]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("username: kept"),
+        "ConfigMap in another document is not a Secret: {out}"
+    );
+    assert!(found.contains(&"k8s_secret_last_applied"));
+}
+
+#[test]
+fn secret_objects_in_json_keep_keys_and_lose_values() {
+    let mut v = json!({"kind": "Secret", "apiVersion": "v1",
+        "metadata": {"name": "db", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"data\":{\"password\":\"c2VjcmV0\"}}", "team": "payments"}},
+        "data": {"username": "YWRtaW4=", "password": "c2VjcmV0"}, "stringData": {"token": "plain"}, "type": "Opaque"});
+    let found = r().redact_value(&mut v, &base(), "$.params.arguments.body");
+    assert_eq!(
+        v["data"],
+        json!({"username": "[REDACTED:k8s_secret_data]", "password": "[REDACTED:k8s_secret_data]"})
+    );
+    assert_eq!(v["stringData"]["token"], "[REDACTED:k8s_secret_data]");
+    assert_eq!(
+        v["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+        "[REDACTED:k8s_secret_last_applied]"
+    );
+    assert_eq!(v["metadata"]["annotations"]["team"], "payments");
+    let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        paths.contains(&"$.params.arguments.body.data.password"),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"$.params.arguments.body.metadata.annotations[\"kubectl.kubernetes.io/last-applied-configuration\"]"), "{paths:?}");
+}
+
+#[test]
+fn list_summary_of_secrets_loses_last_applied_in_a_text_block() {
+    let doc = json!({"kind": "Secret", "api_version": "v1", "namespace": null, "count": 1, "items": [
+        {"name": "db", "namespace": "payments", "creation_timestamp": "2026-01-01T00:00:00+00:00", "labels": {"app": "db"},
+         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\",\"data\":{\"password\":\"c2VjcmV0\"},\"kind\":\"Secret\"}"}}]});
+    let text = serde_json::to_string(&doc).unwrap().replace(",\"", ", \"");
+    let mut msg = tool_result(&[
+        "Successfully listed 1 Secret resources in all namespaces",
+        &text,
+    ]);
+    let found = r().redact_message(&mut msg, &["secret_values".to_string()]);
+    assert_eq!(found[0].detector, "k8s_secret_last_applied");
+    assert_eq!(
+        found[0].path,
+        "$.result.content[1].text$.items[0].annotations[\"kubectl.kubernetes.io/last-applied-configuration\"]"
+    );
+    let out = msg["result"]["content"][1]["text"].as_str().unwrap();
+    assert!(!out.contains("c2VjcmV0"));
+    // Still valid JSON with the same keys.
+    let back: Value = serde_json::from_str(out).unwrap();
+    assert_eq!(back["items"][0]["labels"], json!({"app": "db"}));
+    assert_eq!(
+        msg["result"]["content"][0]["text"],
+        "Successfully listed 1 Secret resources in all namespaces"
+    );
+}
+
+#[test]
+fn env_values_by_name() {
+    let mut v = json!({"containers": [{"name": "api", "env": [
+        {"name": "DB_PASSWORD", "value": "Xk9vQ2pL"},
+        {"name": "KEY_ID_LENGTH", "value": "16"},
+        {"name": "LOG_LEVEL", "value": "info"},
+        {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "api", "key": "key"}}},
+        {"name": "DATABASE_URL", "value": "postgres://u:p4ss@db/x"}]}]});
+    let found = r().redact_value(&mut v, &base(), "$");
+    let env = &v["containers"][0]["env"];
+    assert_eq!(env[0]["value"], "[REDACTED:sensitive_env_value]");
+    assert_eq!(env[1]["value"], "16");
+    assert_eq!(env[2]["value"], "info");
+    assert_eq!(env[3]["valueFrom"]["secretKeyRef"]["key"], "key");
+    assert_eq!(
+        env[4]["value"],
+        "postgres://u:[REDACTED:connection_string_password]@db/x"
+    );
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[0].path, "$.containers[0].env[0].value");
+}
+
+#[test]
+fn kubeconfig_and_docker_config_json() {
+    let mut v = json!({"apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://x", "certificate-authority-data": "LS0tQ0E="}}],
+        "users": [{"name": "u", "user": {"client-certificate-data": "LS0tQ0VSVA==", "client-key-data": "LS0tS0VZ", "token": "abc.def"}}]});
+    r().redact_value(&mut v, &base(), "$");
+    let u = &v["users"][0]["user"];
+    assert_eq!(u["client-key-data"], "[REDACTED:kubeconfig_credential]");
+    assert_eq!(
+        u["client-certificate-data"],
+        "[REDACTED:kubeconfig_credential]"
+    );
+    assert_eq!(u["token"], "[REDACTED:kubeconfig_credential]");
+    assert_eq!(
+        v["clusters"][0]["cluster"]["certificate-authority-data"], "LS0tQ0E=",
+        "the CA is public"
+    );
+
+    let mut v = json!({"auths": {"123456789012.dkr.ecr.us-west-2.amazonaws.com": {"auth": "QVdTOnBhc3M=", "email": "a@b"}}});
+    r().redact_value(&mut v, &base(), "$");
+    assert_eq!(
+        v["auths"]["123456789012.dkr.ecr.us-west-2.amazonaws.com"]["auth"],
+        "[REDACTED:docker_config]"
+    );
+    assert_eq!(
+        v["auths"]["123456789012.dkr.ecr.us-west-2.amazonaws.com"]["email"],
+        "a@b"
+    );
+    assert_text(
+        "dockerconfig eyJhdXRocyI6eyJyZWcuaW8iOnsiYXV0aCI6IlpHVjJPbkJoYzNNPSJ9fX0=",
+        "eyJhdXRocyI6",
+        "docker_config",
+    );
+}
+
+#[test]
+fn tools_list_and_protocol_fields_are_untouched() {
+    let mut msg = json!({"jsonrpc": "2.0", "id": "token=abc123", "result": {"tools": [{"name": "get_secret_token",
+        "description": "password=hunter2 is an example", "inputSchema": {"type": "object", "properties": {"password": {"type": "string", "default": "hunter2"}}}}],
+        "nextCursor": "token=abc123"}});
+    let before = msg.clone();
+    assert!(r().redact_message(&mut msg, &base()).is_empty());
+    assert_eq!(msg, before);
+}
+
+#[test]
+fn notifications_errors_and_resources() {
+    let mut n = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "logger": "app", "data": "connecting with password=hunter2"}});
+    let f = r().redact_message(&mut n, &base());
+    assert_eq!(f[0].path, "$.params.data");
+    assert_eq!(
+        n["params"]["data"],
+        "connecting with password=[REDACTED:credential_assignment]"
+    );
+    assert_eq!(n["method"], "notifications/message");
+
+    let mut e = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "upstream said token: 9f8e7d6c5b4a", "data": {"apiKey": "k-1"}}});
+    r().redact_message(&mut e, &base());
+    assert_eq!(
+        e["error"]["message"],
+        "upstream said token: [REDACTED:credential_assignment]"
+    );
+    assert_eq!(
+        e["error"]["data"]["apiKey"],
+        "[REDACTED:credential_assignment]"
+    );
+    assert_eq!(e["error"]["code"], -32000);
+
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let png = b64("\u{89}PNG password=hunter2");
+    let mut rr = json!({"jsonrpc": "2.0", "id": 2, "result": {"contents": [
+        {"uri": "file:///a.env", "mimeType": "text/plain", "blob": b64("password=hunter2\n")},
+        {"uri": "file:///b.png", "mimeType": "image/png", "blob": png},
+        {"uri": "file:///c", "mimeType": "text/plain", "text": "token=abc123xyz"}]}});
+    let f = r().redact_message(&mut rr, &base());
+    assert_eq!(f.len(), 2);
+    assert_eq!(
+        rr["result"]["contents"][0]["blob"],
+        b64("password=[REDACTED:credential_assignment]\n")
+    );
+    assert_eq!(
+        rr["result"]["contents"][1]["blob"], png,
+        "binary blobs are left alone"
+    );
+    assert_eq!(
+        rr["result"]["contents"][2]["text"],
+        "token=[REDACTED:credential_assignment]"
+    );
+
+    let mut emb = json!({"jsonrpc": "2.0", "id": 4, "result": {"content": [{"type": "resource", "resource": {"uri": "k8s://x", "mimeType": "application/json", "text": "{\"kind\":\"Secret\",\"data\":{\"a\":\"b\"}}"}}],
+        "structuredContent": {"kind": "Secret", "data": {"a": "b"}}}});
+    let f = r().redact_message(&mut emb, &base());
+    assert_eq!(
+        f.iter().map(|x| x.path.as_str()).collect::<Vec<_>>(),
+        [
+            "$.result.content[0].resource.text$.data.a",
+            "$.result.structuredContent.data.a"
+        ]
+    );
+    assert_eq!(
+        emb["result"]["content"][0]["resource"]["text"],
+        "{\"kind\":\"Secret\",\"data\":{\"a\":\"[REDACTED:k8s_secret_data]\"}}"
+    );
+}
+
+#[test]
+fn json_text_without_findings_is_left_byte_for_byte() {
+    let t = "{\"pod_name\": \"api\", \"log_lines\": [\"key=value ok\", \"\"]}";
+    let mut msg = tool_result(&[t]);
+    assert!(r().redact_message(&mut msg, &base()).is_empty());
+    assert_eq!(msg["result"]["content"][0]["text"], t);
+}
+
+#[test]
+fn profiles_switches_and_unknown_names() {
+    let y = "always_apply: []\ndetectors: {jwt: false}\nprofiles:\n  baseline: [private_key, jwt]\n  logs: [credential_assignment]\n";
+    let red = Redactor::from_yaml_str(y).unwrap();
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
+    let s = format!("{jwt} password=hunter2");
+    // Named profile only.
+    let (out, _) = red.redact_text(&s, &["logs".to_string()]);
+    assert!(out.contains(jwt) && !out.contains("hunter2"));
+    // Unknown profile: baseline (fail safe); jwt is switched off everywhere.
+    let (out, _) = red.redact_text(&s, &["no-such-profile".to_string()]);
+    assert!(out.contains(jwt) && out.contains("hunter2"));
+    let (out, _) = red.redact_text(
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+        &["nope".to_string()],
+    );
+    assert_eq!(out, "[REDACTED:private_key]");
+    // No profiles and no always_apply: nothing.
+    assert!(red.redact_text(&s, &[]).1.is_empty());
+}
+
+#[test]
+fn policy_errors_name_the_problem() {
+    let err = |y: &str| Redactor::from_yaml_str(y).unwrap_err().to_string();
+    assert!(err("profiles:\n  baseline: [jwtt]\n").contains("`jwtt`"));
+    assert!(err("profiles:\n  other: [jwt]\n").contains("`baseline` must be defined"));
+    assert!(err("profiles:\n  baseline: [a]\n  a: [baseline]\n").contains("cycle"));
+    assert!(
+        err("detectors: {nope: false}\nprofiles:\n  baseline: [jwt]\n")
+            .contains("unknown detector `nope`")
+    );
+    assert!(err("profiles:\n  baseline: [jwt]\nbogus: 1\n").contains("bogus"));
+    assert!(err("profiles:\n  baseline: [jwt]\nextra_patterns:\n  - {name: x, regex: '(', keywords: [abc]}\n").contains("invalid regex"));
+    assert!(err("profiles:\n  baseline: [jwt]\nextra_patterns:\n  - {name: x, regex: 'abc', keywords: []}\n").contains("keywords"));
+    assert!(err("profiles:\n  baseline: [jwt]\nextra_patterns:\n  - {name: jwt, regex: 'abc', keywords: [abc]}\n").contains("already in use"));
+}
+
+#[test]
+fn extra_patterns_are_detectors() {
+    let y = "profiles:\n  baseline: [acme_token]\nextra_patterns:\n  - name: acme_token\n    regex: '\\bacme_[A-Za-z0-9]{16}\\b'\n    keywords: [acme_]\n";
+    let red = Redactor::from_yaml_str(y).unwrap();
+    let (out, found) = red.redact_text("id acme_0123456789abcdef ok ACME_nope", &[]);
+    assert_eq!(out, "id [REDACTED:acme_token] ok ACME_nope");
+    assert_eq!(found[0].detector, "acme_token");
+}
+
+#[test]
+fn redactor_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Redactor>();
+}

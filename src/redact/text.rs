@@ -1,0 +1,977 @@
+//! The free-text scanner: finds secrets in log lines, YAML, INI, command lines, error messages.
+//!
+//! Speed comes from doing nothing on clean text: one Aho-Corasick pass (ASCII case-insensitive)
+//! over a few dozen trigger literals (`AKIA`, `eyJ`, `-----BEGIN`, `bearer`, `://`, `ghp_`, and
+//! credential words like `pass`, `secret`, `token`, `key`). Only at a trigger does a small
+//! hand-written check (or an anchored regex for the fixed token formats) run. A match becomes a
+//! span `[start, end)` that covers the WHOLE secret value; spans are merged and each replaced by
+//! `[REDACTED:<detector>]`. The scanner never keeps state between calls.
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use base64::Engine as _;
+use regex::Regex;
+
+use super::detectors::{self as d, Det, DetectorSet};
+use super::names;
+
+/// A found secret: byte range in the scanned text and the detector that found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub det: Det,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    AwsKeyId,
+    AwsSessionToken,
+    Pem,
+    Jwt,
+    Bearer,
+    Basic,
+    ConnString,
+    Keyword,
+    Known(u16),
+    Extra(u16),
+}
+
+/// A fixed token format: a regex anchored at the trigger position.
+struct KnownFormat {
+    det: Det,
+    re: Regex,
+}
+
+/// An operator-supplied pattern from `redaction.yaml`.
+pub(crate) struct ExtraPattern {
+    pub det: Det,
+    pub re: Regex,
+    pub keywords: Vec<String>,
+}
+
+/// Compiled once per redactor; `Send + Sync`, used concurrently.
+pub(crate) struct TextScanner {
+    ac: AhoCorasick,
+    rules: Vec<Rule>,
+    known: Vec<KnownFormat>,
+    extra: Vec<ExtraPattern>,
+    yaml_secret_kind: Regex,
+    json_secret_kind: Regex,
+}
+
+/// Credential words: a hit starts the `key=value` / `key: value` check.
+/// (`opaque` is here so that a Secret of `type: Opaque` without a `kind` still gets a look;
+/// `certificate-data` for kubeconfig `client-certificate-data`.)
+pub(crate) const KEYWORDS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "auth",
+    "opaque",
+    "certificate-data",
+];
+
+/// `(trigger literals, detector, anchored regex)` for fixed token formats.
+const KNOWN: &[(&[&str], Det, &str)] = &[
+    (
+        &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
+        d::GITHUB_TOKEN,
+        r"^gh[pousr]_[A-Za-z0-9]{36,255}",
+    ),
+    (
+        &["github_pat_"],
+        d::GITHUB_TOKEN,
+        r"^github_pat_[A-Za-z0-9_]{22,255}",
+    ),
+    (&["glpat-"], d::GITLAB_TOKEN, r"^glpat-[A-Za-z0-9_-]{20,}"),
+    (
+        &["xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe"],
+        d::SLACK_TOKEN,
+        r"^xox[abposre](?:\.xox[a-z])?-[A-Za-z0-9-]{10,}",
+    ),
+    (
+        &["hooks.slack.com/"],
+        d::SLACK_WEBHOOK,
+        r"^hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]{16,}",
+    ),
+    (
+        &["sk_live_", "sk_test_", "rk_live_", "rk_test_"],
+        d::STRIPE_KEY,
+        r"^[sr]k_(?:live|test)_[A-Za-z0-9]{16,}",
+    ),
+    (&["whsec_"], d::STRIPE_KEY, r"^whsec_[A-Za-z0-9+/=]{24,}"),
+    (&["AIza"], d::GOOGLE_API_KEY, r"^AIza[0-9A-Za-z_-]{35}"),
+    (&["npm_"], d::NPM_TOKEN, r"^npm_[A-Za-z0-9]{36}"),
+    (&["pypi-AgE"], d::PYPI_TOKEN, r"^pypi-AgE[A-Za-z0-9_-]{50,}"),
+    (
+        &["SG."],
+        d::SENDGRID_KEY,
+        r"^SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}",
+    ),
+    (
+        &["sk-ant-"],
+        d::ANTHROPIC_API_KEY,
+        r"^sk-ant-[A-Za-z0-9_-]{32,}",
+    ),
+    (
+        &["sk-"],
+        d::OPENAI_API_KEY,
+        r"^sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}",
+    ),
+    (
+        &["hvs.", "hvb."],
+        d::VAULT_TOKEN,
+        r"^hv[sb]\.[A-Za-z0-9_-]{24,}",
+    ),
+    (
+        &["dckr_pat_"],
+        d::DOCKER_HUB_TOKEN,
+        r"^dckr_pat_[A-Za-z0-9_-]{20,}",
+    ),
+];
+
+fn is_b64(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'='
+}
+fn is_b64url(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-' || c == b'_'
+}
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+fn run(b: &[u8], mut i: usize, f: impl Fn(u8) -> bool) -> usize {
+    while i < b.len() && f(b[i]) {
+        i += 1;
+    }
+    i
+}
+fn line_end(b: &[u8], i: usize) -> usize {
+    memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |p| i + p)
+}
+
+impl TextScanner {
+    pub(crate) fn new(extra: Vec<ExtraPattern>) -> TextScanner {
+        let mut pats: Vec<String> = Vec::new();
+        let mut rules = Vec::new();
+        let mut add = |p: &str, r: Rule| {
+            pats.push(p.to_string());
+            rules.push(r);
+        };
+        for p in ["AKIA", "ASIA", "ABIA", "ACCA"] {
+            add(p, Rule::AwsKeyId);
+        }
+        for p in ["IQoJb3JpZ2lu", "FwoGZXIvYXdz", "FQoGZXIvYXdz"] {
+            add(p, Rule::AwsSessionToken);
+        }
+        add("-----BEGIN", Rule::Pem);
+        add("eyJ", Rule::Jwt);
+        add("bearer", Rule::Bearer);
+        add("basic", Rule::Basic);
+        add("://", Rule::ConnString);
+        add(":\\/\\/", Rule::ConnString);
+        for k in KEYWORDS {
+            add(k, Rule::Keyword);
+        }
+        let mut known = Vec::new();
+        for (i, (triggers, det, re)) in KNOWN.iter().enumerate() {
+            known.push(KnownFormat {
+                det: *det,
+                re: Regex::new(re).expect("built-in token regex compiles"),
+            });
+            for t in *triggers {
+                add(t, Rule::Known(i as u16));
+            }
+        }
+        for (i, x) in extra.iter().enumerate() {
+            for k in &x.keywords {
+                add(k, Rule::Extra(i as u16));
+            }
+        }
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&pats)
+            .expect("trigger automaton builds");
+        TextScanner {
+            ac,
+            rules,
+            known,
+            extra,
+            yaml_secret_kind: Regex::new(
+                r#"(?m)^[ \t]*(?:- )?kind:[ \t]*["']?Secret["']?[ \t]*\r?$"#,
+            )
+            .expect("static regex"),
+            json_secret_kind: Regex::new(r#"\\?["']kind\\?["']\s*:\s*\\?["']Secret\\?["']"#)
+                .expect("static regex"),
+        }
+    }
+
+    /// Does the text contain any trigger at all? (`false` means no detector can fire.)
+    pub(crate) fn has_trigger(&self, s: &str) -> bool {
+        self.ac.is_match(s)
+    }
+
+    /// Find every secret in `s` for the active detectors; spans come back sorted and disjoint.
+    pub(crate) fn scan(&self, s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
+        spans.clear();
+        let b = s.as_bytes();
+        let mut skip_until = 0usize;
+        let mut extra_done: Vec<bool> = Vec::new();
+        let mut saw_secret_word = false;
+        for m in self.ac.find_iter(s) {
+            let pos = m.start();
+            if pos < skip_until {
+                continue;
+            }
+            let found = match self.rules[m.pattern().as_usize()] {
+                Rule::Keyword => {
+                    if b[pos..].len() >= 6 && b[pos..pos + 6].eq_ignore_ascii_case(b"secret") {
+                        saw_secret_word = true;
+                    }
+                    let (span, checked_until) = self.assignment(s, pos, active);
+                    match span {
+                        Some(sp) => Some(sp),
+                        None => {
+                            skip_until = skip_until.max(checked_until);
+                            None
+                        }
+                    }
+                }
+                Rule::AwsKeyId => self.aws_key_id(s, pos, active, spans),
+                Rule::AwsSessionToken => active
+                    .has(d::AWS_SESSION_TOKEN)
+                    .then(|| aws_session_token(b, pos))
+                    .flatten(),
+                Rule::Pem => active.has(d::PRIVATE_KEY).then(|| pem(s, pos)).flatten(),
+                Rule::Jwt => jwt_or_docker_b64(b, pos, active),
+                Rule::Bearer => active
+                    .has(d::BEARER_TOKEN)
+                    .then(|| bearer(b, pos))
+                    .flatten(),
+                Rule::Basic => active.has(d::BASIC_AUTH).then(|| basic(b, pos)).flatten(),
+                Rule::ConnString => active
+                    .has(d::CONNECTION_STRING_PASSWORD)
+                    .then(|| conn_string(b, pos, m.end()))
+                    .flatten(),
+                Rule::Known(i) => {
+                    let k = &self.known[i as usize];
+                    if active.has(k.det) && (pos == 0 || !is_word(b[pos - 1])) {
+                        k.re.find(&s[pos..]).map(|f| Span {
+                            start: pos,
+                            end: pos + f.end(),
+                            det: k.det,
+                        })
+                    } else {
+                        None
+                    }
+                }
+                Rule::Extra(i) => {
+                    let i = i as usize;
+                    if extra_done.is_empty() {
+                        extra_done = vec![false; self.extra.len()];
+                    }
+                    let x = &self.extra[i];
+                    if !extra_done[i] && active.has(x.det) {
+                        extra_done[i] = true;
+                        for f in x.re.find_iter(s) {
+                            if f.end() > f.start() {
+                                spans.push(Span {
+                                    start: f.start(),
+                                    end: f.end(),
+                                    det: x.det,
+                                });
+                            }
+                        }
+                    }
+                    None
+                }
+            };
+            if let Some(sp) = found {
+                skip_until = skip_until.max(sp.end);
+                spans.push(sp);
+            }
+        }
+        if saw_secret_word
+            && (active.has(d::K8S_SECRET_DATA) || active.has(d::K8S_SECRET_LAST_APPLIED))
+        {
+            if self.yaml_secret_kind.is_match(s) {
+                yaml_secret_blocks(s, active, spans);
+            }
+            if self.json_secret_kind.is_match(s) {
+                json_secret_blocks(s, active, spans);
+            }
+        }
+        normalise(s, spans);
+    }
+
+    /// `key=value`, `key: value`, `"key": "value"`, `--key value` where the key names a
+    /// credential. Returns the span of the value and how far the key itself extended.
+    fn assignment(&self, s: &str, pos: usize, active: DetectorSet) -> (Option<Span>, usize) {
+        let b = s.as_bytes();
+        let n = b.len();
+        let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
+        let mut st = pos;
+        while st > 0 && ident(b[st - 1]) {
+            st -= 1;
+        }
+        let en = run(b, pos, ident);
+        if en - st > 64 {
+            return (None, en);
+        }
+        let raw = &s[st..en];
+        let is_flag = raw.starts_with("--");
+        let key = raw
+            .trim_start_matches(['-', '.'])
+            .trim_end_matches(['-', '.']);
+        let Some(det) = names::classify(key) else {
+            return (None, en);
+        };
+        if !active.has(det) {
+            return (None, en);
+        }
+        // Where the key's line starts, and whether the key opens the line (YAML / INI style).
+        let line_start = memchr::memrchr(b'\n', &b[..st]).map_or(0, |p| p + 1);
+        let mut k = line_start;
+        while k < st && matches!(b[k], b' ' | b'\t') {
+            k += 1;
+        }
+        let indent = k - line_start;
+        if k + 1 < st && b[k] == b'-' && b[k + 1] == b' ' {
+            k += 2;
+        }
+        let key_opens_line = k == st || (k + 1 == st && matches!(b[k], b'"' | b'\''));
+
+        let mut i = en;
+        if i < n && matches!(b[i], b'"' | b'\'') {
+            i += 1;
+        } else if i + 1 < n && b[i] == b'\\' && b[i + 1] == b'"' {
+            i += 2;
+        }
+        i = run(b, i, |c| c == b' ' || c == b'\t');
+        let mut colon = false;
+        if i < n && b[i] == b'=' {
+            if i + 1 < n && b[i + 1] == b'=' {
+                return (None, en);
+            }
+            i += 1;
+            if i < n && b[i] == b'>' {
+                i += 1;
+            }
+        } else if i < n && b[i] == b':' {
+            if i + 1 < n && (b[i + 1] == b':' || b[i + 1] == b'/') {
+                return (None, en);
+            }
+            colon = true;
+            i += 1;
+        } else if !(is_flag && i > en) {
+            return (None, en);
+        }
+        i = run(b, i, |c| c == b' ' || c == b'\t');
+        if i >= n {
+            return (None, en);
+        }
+        let yaml = colon && key_opens_line;
+        let (vs, ve) = match b[i] {
+            b'\\' if i + 1 < n && b[i + 1] == b'"' => {
+                let vs = i + 2;
+                match memchr::memmem::find(&b[vs..], b"\\\"") {
+                    Some(p) => (vs, vs + p),
+                    None => return (None, en),
+                }
+            }
+            q @ (b'"' | b'\'') => {
+                let vs = i + 1;
+                let mut j = vs;
+                while j < n && b[j] != q && b[j] != b'\n' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                (vs, j.min(n))
+            }
+            b'|' | b'>' if yaml => {
+                let rest_end = line_end(b, i);
+                if !b[i..rest_end]
+                    .iter()
+                    .all(|c| b"|>+-0123456789 \t\r".contains(c))
+                {
+                    (i, rest_end)
+                } else {
+                    match yaml_block(b, rest_end, indent) {
+                        Some(r) => r,
+                        None => return (None, en),
+                    }
+                }
+            }
+            b'{' | b'[' => return (None, en),
+            _ => {
+                let vs = i;
+                let authz = key.to_ascii_lowercase().ends_with("authorization");
+                let mut ve = if yaml || authz {
+                    line_end(b, vs)
+                } else {
+                    run(b, vs, |c| {
+                        !c.is_ascii_whitespace()
+                            && !matches!(
+                                c,
+                                b'&' | b','
+                                    | b';'
+                                    | b'"'
+                                    | b'\''
+                                    | b')'
+                                    | b']'
+                                    | b'}'
+                                    | b'<'
+                                    | b'>'
+                                    | b'|'
+                            )
+                    })
+                };
+                if authz {
+                    // Up to a closing quote or the end of the line: scheme and credentials.
+                    if let Some(p) = b[vs..ve].iter().position(|c| matches!(c, b'"' | b'\'')) {
+                        ve = vs + p;
+                    }
+                }
+                while ve > vs && b[ve - 1].is_ascii_whitespace() {
+                    ve -= 1;
+                }
+                (vs, ve)
+            }
+        };
+        if !is_secret_value(&s[vs..ve]) {
+            return (None, en);
+        }
+        (
+            Some(Span {
+                start: vs,
+                end: ve,
+                det,
+            }),
+            en,
+        )
+    }
+
+    fn aws_key_id(
+        &self,
+        s: &str,
+        pos: usize,
+        active: DetectorSet,
+        spans: &mut Vec<Span>,
+    ) -> Option<Span> {
+        let b = s.as_bytes();
+        if pos > 0 && b[pos - 1].is_ascii_alphanumeric() {
+            return None;
+        }
+        let end = pos + 20;
+        if end > b.len()
+            || !b[pos..pos + 4].iter().all(u8::is_ascii_uppercase)
+            || !b[pos + 4..end]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            || b.get(end).is_some_and(|c| c.is_ascii_alphanumeric())
+        {
+            return None;
+        }
+        // A 40-character secret key shortly after the id (CSV exports, `aws configure` dumps).
+        if active.has(d::AWS_SECRET_ACCESS_KEY) {
+            let window = (end + 200).min(b.len());
+            let mut j = end;
+            while j < window {
+                if is_b64(b[j]) && b[j] != b'=' {
+                    let r = run(b, j, |c| {
+                        c.is_ascii_alphanumeric() || c == b'+' || c == b'/'
+                    });
+                    let len = r - j;
+                    let bounded = b.get(r).is_none_or(|c| !is_b64(*c));
+                    if len == 40 && bounded && mixed_case(&b[j..r]) {
+                        spans.push(Span {
+                            start: j,
+                            end: r,
+                            det: d::AWS_SECRET_ACCESS_KEY,
+                        });
+                        break;
+                    }
+                    j = r.max(j + 1);
+                } else {
+                    j += 1;
+                }
+            }
+        }
+        active.has(d::AWS_ACCESS_KEY_ID).then_some(Span {
+            start: pos,
+            end,
+            det: d::AWS_ACCESS_KEY_ID,
+        })
+    }
+}
+
+fn mixed_case(v: &[u8]) -> bool {
+    v.iter().any(u8::is_ascii_uppercase) && v.iter().any(u8::is_ascii_lowercase)
+}
+
+/// Values that are placeholders, not secrets (`null`, `****`, `${DB_PASSWORD}`, already redacted).
+fn is_secret_value(v: &str) -> bool {
+    let t = v.trim();
+    if t.is_empty()
+        || t.starts_with("[REDACTED")
+        || t.bytes().all(|c| c == b'*' || c == b'x' || c == b'X')
+    {
+        return false;
+    }
+    if t.starts_with("${") || t.starts_with("{{") || t.starts_with("$(") {
+        return false;
+    }
+    !matches!(
+        t.to_ascii_lowercase().as_str(),
+        "null"
+            | "none"
+            | "nil"
+            | "true"
+            | "false"
+            | "undefined"
+            | "<redacted>"
+            | "redacted"
+            | "<none>"
+            | "\"\""
+            | "''"
+    )
+}
+
+/// A YAML block scalar after a `key: |` line: the more-indented lines that follow.
+fn yaml_block(b: &[u8], first_nl: usize, key_indent: usize) -> Option<(usize, usize)> {
+    let mut i = first_nl;
+    let mut start = None;
+    let mut end = None;
+    while i < b.len() {
+        let ls = i + 1;
+        if ls >= b.len() {
+            break;
+        }
+        let le = line_end(b, ls);
+        let content = run(b, ls, |c| c == b' ' || c == b'\t');
+        let blank = b[content..le].iter().all(|c| c.is_ascii_whitespace());
+        if !blank && content - ls <= key_indent {
+            break;
+        }
+        if !blank {
+            start.get_or_insert(content);
+            let mut e = le;
+            while e > content && b[e - 1].is_ascii_whitespace() {
+                e -= 1;
+            }
+            end = Some(e);
+        }
+        i = le;
+    }
+    Some((start?, end?))
+}
+
+fn aws_session_token(b: &[u8], pos: usize) -> Option<Span> {
+    if pos > 0 && is_b64(b[pos - 1]) {
+        return None;
+    }
+    let end = run(b, pos, is_b64);
+    (end - pos >= 40 && b[pos..pos + 4].iter().any(u8::is_ascii_uppercase)).then_some(Span {
+        start: pos,
+        end,
+        det: d::AWS_SESSION_TOKEN,
+    })
+}
+
+/// A PEM private key block, BEGIN line to END line; a block with no END (truncated output)
+/// extends over everything that can be key material.
+fn pem(s: &str, pos: usize) -> Option<Span> {
+    let b = s.as_bytes();
+    let head_end =
+        pos + 10 + memchr::memmem::find(b.get(pos + 10..(pos + 90).min(b.len()))?, b"-----")?;
+    let header = &s[pos..head_end];
+    if !header.contains("PRIVATE KEY") || !header.starts_with("-----BEGIN") {
+        return None;
+    }
+    let body = head_end + 5;
+    let end = match memchr::memmem::find(&b[body..], b"-----END") {
+        Some(p) => {
+            let e = body + p + 8;
+            match memchr::memmem::find(&b[e..(e + 80).min(b.len())], b"-----") {
+                Some(q) => e + q + 5,
+                None => line_end(b, e),
+            }
+        }
+        None => {
+            // Truncated: key material is base64, whitespace and escaped newlines.
+            let mut i = body;
+            while i < b.len() {
+                if is_b64(b[i]) || b[i].is_ascii_whitespace() {
+                    i += 1;
+                } else if b[i] == b'\\' && i + 1 < b.len() && matches!(b[i + 1], b'n' | b'r') {
+                    i += 2;
+                } else {
+                    break;
+                }
+            }
+            i
+        }
+    };
+    Some(Span {
+        start: pos,
+        end,
+        det: d::PRIVATE_KEY,
+    })
+}
+
+fn jwt_or_docker_b64(b: &[u8], pos: usize, active: DetectorSet) -> Option<Span> {
+    if &b[pos..pos + 3] != b"eyJ"
+        || (pos > 0 && (is_b64url(b[pos - 1]) || b[pos - 1] == b'+' || b[pos - 1] == b'/'))
+    {
+        return None;
+    }
+    // base64 of `{"auths":` — an encoded .dockerconfigjson.
+    if b[pos..].starts_with(b"eyJhdXRocyI6") {
+        let end = run(b, pos, is_b64);
+        return active.has(d::DOCKER_CONFIG).then_some(Span {
+            start: pos,
+            end,
+            det: d::DOCKER_CONFIG,
+        });
+    }
+    if !active.has(d::JWT) {
+        return None;
+    }
+    let h = run(b, pos, is_b64url);
+    if h - pos < 10 || b.get(h) != Some(&b'.') {
+        return None;
+    }
+    let p = run(b, h + 1, is_b64url);
+    if p - (h + 1) < 2 || b.get(p) != Some(&b'.') {
+        return None;
+    }
+    let end = run(b, p + 1, is_b64url);
+    Some(Span {
+        start: pos,
+        end,
+        det: d::JWT,
+    })
+}
+
+/// `Bearer <token>`: the token (>= 8 chars, with a digit or >= 20 chars, so prose survives).
+fn bearer(b: &[u8], pos: usize) -> Option<Span> {
+    if pos > 0 && b[pos - 1].is_ascii_alphanumeric() {
+        return None;
+    }
+    let mut i = pos + 6;
+    let ws = i;
+    loop {
+        if i < b.len() && matches!(b[i], b' ' | b'\t' | b'+') {
+            i += 1;
+        } else if b[i..].starts_with(b"%20") {
+            i += 3;
+        } else {
+            break;
+        }
+    }
+    if i == ws {
+        return None;
+    }
+    let end = run(b, i, |c| {
+        c.is_ascii_alphanumeric() || b"-._~+/=".contains(&c)
+    });
+    let tok = &b[i..end];
+    (tok.len() >= 8 && (tok.len() >= 20 || tok.iter().any(u8::is_ascii_digit))).then_some(Span {
+        start: i,
+        end,
+        det: d::BEARER_TOKEN,
+    })
+}
+
+/// `Basic <base64(user:password)>`: only when the base64 really decodes to `user:password`.
+fn basic(b: &[u8], pos: usize) -> Option<Span> {
+    if pos > 0 && b[pos - 1].is_ascii_alphanumeric() {
+        return None;
+    }
+    let i = run(b, pos + 5, |c| c == b' ' || c == b'\t');
+    if i == pos + 5 {
+        return None;
+    }
+    let end = run(b, i, is_b64);
+    if end - i < 8 {
+        return None;
+    }
+    let tok = &b[i..end];
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(tok)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(tok))
+        .ok()?;
+    (decoded.contains(&b':') && decoded.iter().all(|c| (0x20..0x7f).contains(c))).then_some(Span {
+        start: i,
+        end,
+        det: d::BASIC_AUTH,
+    })
+}
+
+/// `scheme://user:password@host`: the password only. RFC 3986 forbids unencoded `/ ? # @` in
+/// userinfo, so the password ends at the first `@` and contains none of those.
+fn conn_string(b: &[u8], pos: usize, after: usize) -> Option<Span> {
+    let scheme_start = {
+        let mut s = pos;
+        while s > 0 && (b[s - 1].is_ascii_alphanumeric() || matches!(b[s - 1], b'+' | b'.' | b'-'))
+        {
+            s -= 1;
+        }
+        s
+    };
+    if pos - scheme_start < 2 || !b[scheme_start].is_ascii_alphabetic() {
+        return None;
+    }
+    let stop = |c: u8| {
+        c.is_ascii_whitespace()
+            || matches!(
+                c,
+                b'/' | b'?' | b'#' | b'@' | b'"' | b'\'' | b'<' | b'>' | b'\\'
+            )
+    };
+    let user_end = run(b, after, |c| !stop(c) && c != b':');
+    if b.get(user_end) != Some(&b':') {
+        return None;
+    }
+    let ps = user_end + 1;
+    let pe = run(b, ps, |c| !stop(c));
+    if pe == ps || b.get(pe) != Some(&b'@') {
+        return None;
+    }
+    let pw = std::str::from_utf8(&b[ps..pe]).ok()?;
+    is_secret_value(pw).then_some(Span {
+        start: ps,
+        end: pe,
+        det: d::CONNECTION_STRING_PASSWORD,
+    })
+}
+
+/// In a YAML document that declares `kind: Secret`: every value under `data:` / `stringData:`
+/// and the last-applied-configuration annotation.
+fn yaml_secret_blocks(s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
+    let b = s.as_bytes();
+    // Split into documents on `---` lines; only documents with a `kind: Secret` line count.
+    let mut doc_start = 0;
+    let mut i = 0;
+    let mut docs = Vec::new();
+    while i <= b.len() {
+        let le = if i < b.len() { line_end(b, i) } else { b.len() };
+        let line = &b[i..le];
+        if line.starts_with(b"---") || le >= b.len() {
+            let de = if le >= b.len() { b.len() } else { i };
+            docs.push((doc_start, de));
+            doc_start = (le + 1).min(b.len());
+        }
+        if le >= b.len() {
+            break;
+        }
+        i = le + 1;
+    }
+    let kind = |line: &[u8]| {
+        let t = line.trim_ascii();
+        let t = t.strip_prefix(b"- ").unwrap_or(t).trim_ascii_start();
+        t.strip_prefix(b"kind:").is_some_and(|r| {
+            let r = r.trim_ascii();
+            r == b"Secret" || r == b"\"Secret\"" || r == b"'Secret'"
+        })
+    };
+    for (ds, de) in docs {
+        let doc = &b[ds..de];
+        if !doc.split(|c| *c == b'\n').any(kind) {
+            continue;
+        }
+        let mut i = ds;
+        while i < de {
+            let le = line_end(b, i).min(de);
+            let content = run(b, i, |c| c == b' ' || c == b'\t');
+            let indent = content - i;
+            let line = s[content..le].trim_end();
+            let line_nodash = line.strip_prefix("- ").unwrap_or(line);
+            let is_data = line_nodash == "data:" || line_nodash == "stringData:";
+            if is_data && active.has(d::K8S_SECRET_DATA) {
+                // Entries: the following lines indented deeper than `data:`.
+                let mut j = le + 1;
+                while j < de {
+                    let lj = line_end(b, j).min(de);
+                    let cj = run(b, j, |c| c == b' ' || c == b'\t');
+                    if b[cj..lj].iter().all(|c| c.is_ascii_whitespace()) {
+                        j = lj + 1;
+                        continue;
+                    }
+                    if cj - j <= indent {
+                        break;
+                    }
+                    if let Some(colon) = memchr::memchr(b':', &b[cj..lj]) {
+                        let vs = run(b, cj + colon + 1, |c| c == b' ' || c == b'\t');
+                        let mut ve = lj;
+                        while ve > vs && b[ve - 1].is_ascii_whitespace() {
+                            ve -= 1;
+                        }
+                        if ve > vs {
+                            let v = &b[vs..ve];
+                            if matches!(v[0], b'|' | b'>')
+                                && v.iter().all(|c| b"|>+-0123456789".contains(c))
+                            {
+                                if let Some((bs, be)) = yaml_block(b, lj, cj - j) {
+                                    spans.push(Span {
+                                        start: bs,
+                                        end: be.min(de),
+                                        det: d::K8S_SECRET_DATA,
+                                    });
+                                }
+                            } else {
+                                spans.push(Span {
+                                    start: vs,
+                                    end: ve,
+                                    det: d::K8S_SECRET_DATA,
+                                });
+                            }
+                        }
+                    } else {
+                        // Continuation of a block scalar or a wrapped value: all of it.
+                        let mut ve = lj;
+                        while ve > cj && b[ve - 1].is_ascii_whitespace() {
+                            ve -= 1;
+                        }
+                        spans.push(Span {
+                            start: cj,
+                            end: ve,
+                            det: d::K8S_SECRET_DATA,
+                        });
+                    }
+                    j = lj + 1;
+                }
+            } else if let Some(rest) =
+                line.strip_prefix("kubectl.kubernetes.io/last-applied-configuration:")
+                && active.has(d::K8S_SECRET_LAST_APPLIED)
+            {
+                let r = rest.trim();
+                if r.starts_with('|') || r.starts_with('>') {
+                    if let Some((bs, be)) = yaml_block(b, le, indent) {
+                        spans.push(Span {
+                            start: bs,
+                            end: be.min(de),
+                            det: d::K8S_SECRET_LAST_APPLIED,
+                        });
+                    }
+                } else if !r.is_empty() {
+                    let prefix = line.len() - rest.len();
+                    let vs = content + prefix + (rest.len() - rest.trim_start().len());
+                    spans.push(Span {
+                        start: vs,
+                        end: vs + r.len(),
+                        det: d::K8S_SECRET_LAST_APPLIED,
+                    });
+                }
+            }
+            i = le + 1;
+        }
+    }
+}
+
+/// Secret JSON that did not parse as a whole (a log line that printed a Secret, a truncated
+/// document, a Python repr): the string values inside `"data": {...}` / `"stringData": {...}`.
+fn json_secret_blocks(s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
+    if !active.has(d::K8S_SECRET_DATA) {
+        return;
+    }
+    let b = s.as_bytes();
+    for needle in [&b"data"[..], &b"stringData"[..]] {
+        for p in memchr::memmem::find_iter(b, needle) {
+            // Must be a quoted key: `"data"`, `\"data\"` or `'data'`, then `:` then `{`.
+            let Some(&q) = b.get(p.wrapping_sub(1)) else {
+                continue;
+            };
+            if !matches!(q, b'"' | b'\'') || b.get(p + needle.len()) != Some(&q) {
+                continue;
+            }
+            let mut i = p + needle.len() + 1;
+            if b.get(i) == Some(&b'\\') {
+                i += 1;
+            }
+            i = run(b, i, |c| c.is_ascii_whitespace());
+            if b.get(i) != Some(&b':') {
+                continue;
+            }
+            i = run(b, i + 1, |c| c.is_ascii_whitespace());
+            if b.get(i) != Some(&b'{') {
+                continue;
+            }
+            // Walk `key: value` pairs to the closing brace; every value is a span.
+            let close = memchr::memchr(b'}', &b[i..]).map_or(b.len(), |c| i + c);
+            let mut j = i + 1;
+            while j < close {
+                // Each value follows a ':' at this level.
+                let Some(c) = memchr::memchr(b':', &b[j..close]) else {
+                    break;
+                };
+                let mut vs = run(b, j + c + 1, |c| c.is_ascii_whitespace());
+                let mut ve;
+                if b.get(vs) == Some(&b'\\') && b.get(vs + 1) == Some(&b'"') {
+                    vs += 2;
+                    ve = memchr::memmem::find(&b[vs..close], b"\\\"").map_or(close, |e| vs + e);
+                } else if matches!(b.get(vs), Some(b'"' | b'\'')) {
+                    let q = b[vs];
+                    vs += 1;
+                    ve = vs;
+                    while ve < close && b[ve] != q {
+                        ve += if b[ve] == b'\\' { 2 } else { 1 };
+                    }
+                    ve = ve.min(close);
+                } else {
+                    ve = run(b, vs, |c| !matches!(c, b',' | b'}'));
+                    ve = ve.min(close);
+                    while ve > vs && b[ve - 1].is_ascii_whitespace() {
+                        ve -= 1;
+                    }
+                }
+                if ve > vs {
+                    spans.push(Span {
+                        start: vs,
+                        end: ve,
+                        det: d::K8S_SECRET_DATA,
+                    });
+                }
+                j = memchr::memchr(b',', &b[ve.min(close)..close]).map_or(close, |c| ve + c + 1);
+            }
+        }
+    }
+}
+
+/// Sort spans, merge overlaps (the first-starting span names the merged one) and drop any
+/// span that does not fall on UTF-8 character boundaries (all detectors end on ASCII bytes).
+fn normalise(s: &str, spans: &mut Vec<Span>) {
+    spans.retain(|sp| {
+        sp.end > sp.start && s.is_char_boundary(sp.start) && s.is_char_boundary(sp.end)
+    });
+    if spans.len() < 2 {
+        return;
+    }
+    spans.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+    let mut w = 0;
+    for r in 1..spans.len() {
+        if spans[r].start < spans[w].end {
+            spans[w].end = spans[w].end.max(spans[r].end);
+        } else {
+            w += 1;
+            spans[w] = spans[r];
+        }
+    }
+    spans.truncate(w + 1);
+}
+
+/// Rebuild `s` with each span replaced by `[REDACTED:<name>]`.
+pub(crate) fn apply(s: &str, spans: &[Span], name: impl Fn(Det) -> &'static str) -> String {
+    let mut out = String::with_capacity(s.len() + spans.len() * 16);
+    let mut last = 0;
+    for sp in spans {
+        out.push_str(&s[last..sp.start]);
+        out.push_str("[REDACTED:");
+        out.push_str(name(sp.det));
+        out.push(']');
+        last = sp.end;
+    }
+    out.push_str(&s[last..]);
+    out
+}
