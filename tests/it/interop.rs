@@ -9,9 +9,9 @@
 //! EKS-like upstream. Every server binds 127.0.0.1 on a free port; every child process has a
 //! deadline and is killed when its test ends.
 //!
-//! Third-party upstreams expose tools the shipped policies do not know (they deny unknown tools),
-//! so the gateway in front of them runs in `dry_run` mode: every stage runs and is audited, and
-//! nothing is blocked. The EKS-like upstream runs with the shipped policies enforced.
+//! Third-party upstreams expose tools the shipped policies do not know (they deny and hide unknown
+//! tools), so the gateway in front of them enforces a pass-through policy (allow everything, show
+//! every tool): these tests are about the transport, and every other stage still runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -103,7 +103,7 @@ async fn start_backend(
     name: &str,
     mut cmd: Command,
     watch_stderr: bool,
-    find_url: impl Fn(&str) -> Option<String>,
+    find_url: impl Fn(&str) -> Option<String> + Send + 'static,
 ) -> Backend {
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     if watch_stderr {
@@ -184,16 +184,52 @@ async fn start_everything(tools: &Tools) -> Backend {
     .await
 }
 
-/// A gateway in dry-run mode in front of a third-party upstream.
-async fn gateway_in_front_of(upstream: &str) -> (String, GatewayGuard) {
+/// The policy for third-party upstreams: allow every request and show every tool. Their tools are
+/// not in the EKS catalogue, and the shipped policies deny and hide unknown tools; these tests
+/// check transport fidelity, so policy is taken out of the picture. The shipped tool catalogue
+/// is kept because the gateway requires one.
+const PASS_THROUGH_REGO: &str = r#"package eks_mcp.gateway
+
+decision := {"allow": true, "reasons": [], "redact": [], "rules": [], "role": null}
+
+tool_visible := true
+"#;
+
+/// A running gateway in front of a third-party upstream, with its pass-through policy directory.
+struct GatewayFront {
+    url: String,
+    guard: GatewayGuard,
+    _policy: tempfile::TempDir,
+}
+
+impl GatewayFront {
+    async fn stop(self) {
+        self.guard.stop().await;
+    }
+}
+
+async fn gateway_in_front_of(upstream: &str) -> GatewayFront {
+    let policy = tempfile::tempdir().unwrap();
+    let catalogue = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/catalogue.yaml");
+    std::fs::copy(&catalogue, policy.path().join("catalogue.yaml"))
+        .unwrap_or_else(|e| panic!("{}: {e}", catalogue.display()));
+    std::fs::write(policy.path().join("pass_through.rego"), PASS_THROUGH_REGO).unwrap();
+    let dir = policy.path().to_path_buf();
     let (_gateway, addr, guard) = Harness::in_front_of_url(
         upstream,
-        Some(Box::new(|cfg: &mut eks_mcp_gateway::config::Config| {
-            cfg.policy.mode = PolicyMode::DryRun
-        })),
+        Some(Box::new(
+            move |cfg: &mut eks_mcp_gateway::config::Config| {
+                cfg.policy.dir = dir;
+                cfg.policy.mode = PolicyMode::Enforce;
+            },
+        )),
     )
     .await;
-    (format!("http://{addr}/mcp"), guard)
+    GatewayFront {
+        url: format!("http://{addr}/mcp"),
+        guard,
+        _policy: policy,
+    }
 }
 
 /// Output of one run of a client program.
@@ -262,7 +298,29 @@ async fn py_driver(tools: &Tools, what: &str, args: &[&str]) -> Value {
 /// Per-scenario check results of one conformance run: scenario -> [(check id, status)].
 type Verdicts = BTreeMap<String, Vec<(String, String)>>;
 
-async fn conformance(tools: &Tools, suite: &Path, url: &str) -> Verdicts {
+/// One conformance run: the verdicts, and for each failed check (`scenario/id`) what the suite
+/// said about it, for the failure message.
+struct Conformance {
+    verdicts: Verdicts,
+    notes: BTreeMap<String, String>,
+}
+
+impl Conformance {
+    fn explain(&self, checks: &[String]) -> String {
+        checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{c}: {}",
+                    self.notes.get(c).map(String::as_str).unwrap_or("?")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+async fn conformance(tools: &Tools, suite: &Path, url: &str) -> Conformance {
     let out_dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(&tools.node);
     cmd.arg(suite)
@@ -270,6 +328,7 @@ async fn conformance(tools: &Tools, suite: &Path, url: &str) -> Verdicts {
         .arg(out_dir.path());
     let out = run("the conformance suite", cmd).await;
     let mut verdicts = Verdicts::new();
+    let mut notes = BTreeMap::new();
     for entry in std::fs::read_dir(out_dir.path()).unwrap() {
         let dir = entry.unwrap().path();
         let dir_name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -286,7 +345,16 @@ async fn conformance(tools: &Tools, suite: &Path, url: &str) -> Verdicts {
             })
             .collect();
         results.sort();
-        verdicts.insert(scenario_name(&dir_name), results);
+        let scenario = scenario_name(&dir_name);
+        for check in checks.iter().filter(|c| c["status"] == "FAILURE") {
+            let mut note = format!("{} {}", check["errorMessage"], check["details"]);
+            note.truncate(600);
+            notes.insert(
+                format!("{scenario}/{}", check["id"].as_str().unwrap_or("?")),
+                note,
+            );
+        }
+        verdicts.insert(scenario, results);
     }
     assert!(
         !verdicts.is_empty(),
@@ -294,7 +362,7 @@ async fn conformance(tools: &Tools, suite: &Path, url: &str) -> Verdicts {
         out.stdout,
         out.stderr
     );
-    verdicts
+    Conformance { verdicts, notes }
 }
 
 /// `server-tools-list-2026-11-25T14-19-25-706Z` -> `tools-list`.
@@ -347,26 +415,28 @@ async fn conformance_direct_vs_gateway(suite: &Path) {
     let tools = Tools::locate();
     let fixture = start_fixture(&tools).await;
     let direct = conformance(&tools, suite, &fixture.url).await;
-    let unexpected: Vec<String> = failures(&direct)
+    let unexpected: Vec<String> = failures(&direct.verdicts)
         .into_iter()
         .filter(|f| !is_fixture_gap(f))
         .collect();
     assert!(
         unexpected.is_empty(),
-        "the fixture itself fails conformance checks {unexpected:?}; fixture output:\n{}",
+        "the fixture itself fails conformance checks:\n{}\nfixture output:\n{}",
+        direct.explain(&unexpected),
         fixture.output_tail()
     );
-    let (gateway_url, guard) = gateway_in_front_of(&fixture.url).await;
-    let through = conformance(&tools, suite, &gateway_url).await;
-    let only_through: Vec<String> = failures(&through)
+    let gateway = gateway_in_front_of(&fixture.url).await;
+    let through = conformance(&tools, suite, &gateway.url).await;
+    let only_through: Vec<String> = failures(&through.verdicts)
         .into_iter()
-        .filter(|f| !failures(&direct).contains(f))
+        .filter(|f| !failures(&direct.verdicts).contains(f))
         .collect();
-    assert_eq!(
-        only_through,
-        Vec::<String>::new(),
-        "conformance checks that fail only through the gateway"
+    assert!(
+        only_through.is_empty(),
+        "conformance checks that fail only through the gateway:\n{}",
+        through.explain(&only_through)
     );
+    let (through, direct) = (through.verdicts, direct.verdicts);
     assert_eq!(
         through, direct,
         "per-scenario verdicts differ between direct and through the gateway"
@@ -376,7 +446,7 @@ async fn conformance_direct_vs_gateway(suite: &Path) {
         dns.len() == 2 && dns.iter().all(|(_, s)| s == "SUCCESS"),
         "DNS-rebinding protection through the gateway: {dns:?}"
     );
-    guard.stop().await;
+    gateway.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,14 +467,18 @@ async fn interop_conformance_0_2_0_alpha_12_same_verdicts_direct_and_through_gat
 async fn interop_conformance_on_server_everything_same_verdicts_through_gateway() {
     let tools = Tools::locate();
     let everything = start_everything(&tools).await;
-    let direct = conformance(&tools, &tools.conformance, &everything.url).await;
+    let direct = conformance(&tools, &tools.conformance, &everything.url)
+        .await
+        .verdicts;
     assert!(
         direct
             .get("tools-call-simple-text")
             .is_some_and(|c| c.iter().all(|(_, s)| s == "SUCCESS"))
     );
-    let (gateway_url, guard) = gateway_in_front_of(&everything.url).await;
-    let mut through = conformance(&tools, &tools.conformance, &gateway_url).await;
+    let gateway = gateway_in_front_of(&everything.url).await;
+    let mut through = conformance(&tools, &tools.conformance, &gateway.url)
+        .await
+        .verdicts;
     // server-everything has no DNS-rebinding protection of its own; the gateway adds it.
     let dns = through
         .remove("dns-rebinding-protection")
@@ -419,7 +493,7 @@ async fn interop_conformance_on_server_everything_same_verdicts_through_gateway(
         through, direct,
         "per-scenario verdicts differ between direct and through the gateway"
     );
-    guard.stop().await;
+    gateway.stop().await;
 }
 
 // ---- the Python `mcp` 2.3.0 client ---------------------------------------------------------------
@@ -439,11 +513,11 @@ fn first_text(call: &Value) -> &str {
 async fn interop_python_client_stateless_era_through_gateway() {
     let tools = Tools::locate();
     let fixture = start_fixture(&tools).await;
-    let (gateway_url, guard) = gateway_in_front_of(&fixture.url).await;
+    let gateway = gateway_in_front_of(&fixture.url).await;
     let script = tools.script("py_client.py");
     let script = script.to_str().unwrap();
     let mut results = Vec::new();
-    for url in [&fixture.url, &gateway_url] {
+    for url in [&fixture.url, &gateway.url] {
         let doc = py_driver(
             &tools,
             "py_client.py basic --mode auto",
@@ -498,7 +572,7 @@ async fn interop_python_client_stateless_era_through_gateway() {
         results[0], results[1],
         "tools/list and tools/call differ between direct and gateway"
     );
-    guard.stop().await;
+    gateway.stop().await;
 }
 
 /// Against a session-era-only upstream (server-everything) the probe is rejected and the client
@@ -507,7 +581,7 @@ async fn interop_python_client_stateless_era_through_gateway() {
 async fn interop_python_client_falls_back_to_session_era_through_gateway() {
     let tools = Tools::locate();
     let everything = start_everything(&tools).await;
-    let (gateway_url, guard) = gateway_in_front_of(&everything.url).await;
+    let gateway = gateway_in_front_of(&everything.url).await;
     let script = tools.script("py_client.py");
     let doc = py_driver(
         &tools,
@@ -516,7 +590,7 @@ async fn interop_python_client_falls_back_to_session_era_through_gateway() {
             script.to_str().unwrap(),
             "basic",
             "--url",
-            &gateway_url,
+            &gateway.url,
             "--mode",
             "auto",
             "--tool",
@@ -554,7 +628,7 @@ async fn interop_python_client_falls_back_to_session_era_through_gateway() {
         "DELETE ends the session: {http:?}"
     );
     assert_eq!(first_text(&doc["call"]), "Echo: through the gateway");
-    guard.stop().await;
+    gateway.stop().await;
 }
 
 /// Session era forced (`mode="legacy"`) against the dual-era fixture: the fixture asks for input
@@ -564,7 +638,7 @@ async fn interop_python_client_falls_back_to_session_era_through_gateway() {
 async fn interop_python_client_session_era_elicitation_on_get_stream_through_gateway() {
     let tools = Tools::locate();
     let fixture = start_fixture(&tools).await;
-    let (gateway_url, guard) = gateway_in_front_of(&fixture.url).await;
+    let gateway = gateway_in_front_of(&fixture.url).await;
     let script = tools.script("py_client.py");
     let doc = py_driver(
         &tools,
@@ -573,7 +647,7 @@ async fn interop_python_client_session_era_elicitation_on_get_stream_through_gat
             script.to_str().unwrap(),
             "basic",
             "--url",
-            &gateway_url,
+            &gateway.url,
             "--mode",
             "legacy",
             "--tool",
@@ -594,7 +668,7 @@ async fn interop_python_client_session_era_elicitation_on_get_stream_through_gat
         first_text(&doc["call"]),
         r#"Elicitation completed: action=accept, content={"answer": "dev"}"#
     );
-    guard.stop().await;
+    gateway.stop().await;
 }
 
 // ---- server-everything as the upstream -----------------------------------------------------------
@@ -606,10 +680,10 @@ async fn interop_python_client_session_era_elicitation_on_get_stream_through_gat
 async fn interop_server_everything_features_through_gateway() {
     let tools = Tools::locate();
     let everything = start_everything(&tools).await;
-    let (gateway_url, guard) = gateway_in_front_of(&everything.url).await;
+    let gateway = gateway_in_front_of(&everything.url).await;
     let script = tools.script("py_client.py");
     let mut seen = Vec::new();
-    for url in [&everything.url, &gateway_url] {
+    for url in [&everything.url, &gateway.url] {
         let doc = py_driver(
             &tools,
             "py_client.py everything",
@@ -680,7 +754,7 @@ async fn interop_server_everything_features_through_gateway() {
         seen[0], seen[1],
         "server-everything behaves differently through the gateway"
     );
-    guard.stop().await;
+    gateway.stop().await;
 }
 
 // ---- mcp-proxy-for-aws and the MCP Inspector CLI -------------------------------------------------
@@ -733,9 +807,9 @@ async fn proxy_for_aws(tools: &Tools, url: &str, tool: &str, arguments: &str) ->
 async fn interop_mcp_proxy_for_aws_through_gateway() {
     let tools = Tools::locate();
     let fixture = start_fixture(&tools).await;
-    let (gateway_url, guard) = gateway_in_front_of(&fixture.url).await;
+    let gateway = gateway_in_front_of(&fixture.url).await;
     let direct = proxy_for_aws(&tools, &fixture.url, "test_simple_text", "{}").await;
-    let through = proxy_for_aws(&tools, &gateway_url, "test_simple_text", "{}").await;
+    let through = proxy_for_aws(&tools, &gateway.url, "test_simple_text", "{}").await;
     assert!(
         through["tools"]
             .as_array()
@@ -752,7 +826,7 @@ async fn interop_mcp_proxy_for_aws_through_gateway() {
         (&through["tools"], &through["call"]),
         (&direct["tools"], &direct["call"])
     );
-    guard.stop().await;
+    gateway.stop().await;
 }
 
 async fn inspector(tools: &Tools, url: &str, args: &[&str]) -> Value {
@@ -780,10 +854,10 @@ async fn inspector(tools: &Tools, url: &str, args: &[&str]) -> Value {
 async fn interop_inspector_cli_through_gateway() {
     let tools = Tools::locate();
     let fixture = start_fixture(&tools).await;
-    let (gateway_url, guard) = gateway_in_front_of(&fixture.url).await;
+    let gateway = gateway_in_front_of(&fixture.url).await;
     let list = ["--method", "tools/list"];
     let call = ["--method", "tools/call", "--tool-name", "test_simple_text"];
-    let listed = inspector(&tools, &gateway_url, &list).await;
+    let listed = inspector(&tools, &gateway.url, &list).await;
     let names: Vec<&str> = listed["tools"]
         .as_array()
         .unwrap()
@@ -794,7 +868,7 @@ async fn interop_inspector_cli_through_gateway() {
         names.contains(&"test_simple_text") && names.contains(&"test_tool_with_progress"),
         "{names:?}"
     );
-    let called = inspector(&tools, &gateway_url, &call).await;
+    let called = inspector(&tools, &gateway.url, &call).await;
     assert_eq!(
         called["content"][0]["text"],
         "This is a simple text response for testing."
@@ -810,7 +884,7 @@ async fn interop_inspector_cli_through_gateway() {
         inspector(&tools, &fixture.url, &call).await,
         "tools/call differs from direct"
     );
-    guard.stop().await;
+    gateway.stop().await;
 }
 
 #[test]
