@@ -15,7 +15,6 @@ mod testing;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -268,13 +267,10 @@ impl PolicyEngine {
 
     /// Decide over an input document given as JSON (`policy eval --input FILE`).
     pub fn decide_value(&self, input: serde_json::Value) -> Decision {
-        let started = Instant::now();
+        // The caller times the evaluation (`policy_eval_seconds`), input building included.
         let mut engine = self.template.clone();
         engine.set_input(regorus::Value::from(input));
         let result = engine.eval_rule(self.entrypoint.clone());
-        crate::metrics::global()
-            .policy_eval_seconds
-            .observe(started.elapsed().as_secs_f64());
         match result {
             Err(e) => self.failed(&e.to_string()),
             Ok(regorus::Value::Undefined) => self.failed(&format!(
