@@ -136,6 +136,7 @@ impl Default for LimitsConfig {
 /// DNS-rebinding protection: which `Origin` and `Host` values are accepted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct SecurityConfig {
     /// Exact origins (`scheme://host[:port]`). A request with an `Origin` not listed gets 403.
     /// Requests without `Origin` (non-browser clients) are accepted.
@@ -145,12 +146,6 @@ pub struct SecurityConfig {
     /// when listening on loopback, and any host otherwise.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
-}
-
-impl Default for SecurityConfig {
-    fn default() -> Self {
-        Self { allowed_origins: Vec::new(), allowed_hosts: Vec::new() }
-    }
 }
 
 /// Policy mode: block denied calls, or only record what would have been denied.
@@ -263,9 +258,7 @@ pub enum AuthConfig {
     /// OIDC JWT bearer tokens.
     Jwt(JwtAuthConfig),
     /// API keys from a file of hashed keys.
-    ApiKey {
-        file: PathBuf,
-    },
+    ApiKey { file: PathBuf },
 }
 
 fn d_static_id() -> String {
@@ -274,7 +267,10 @@ fn d_static_id() -> String {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig::Static { principal: d_static_id(), groups: Vec::new() }
+        AuthConfig::Static {
+            principal: d_static_id(),
+            groups: Vec::new(),
+        }
     }
 }
 
@@ -404,7 +400,11 @@ pub struct TracingConfig {
 
 impl Default for TracingConfig {
     fn default() -> Self {
-        Self { otlp_endpoint: None, service_name: d_service_name(), log_format: d_log_format() }
+        Self {
+            otlp_endpoint: None,
+            service_name: d_service_name(),
+            log_format: d_log_format(),
+        }
     }
 }
 
@@ -419,26 +419,36 @@ fn d_log_format() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: `{key}` {problem}. Fix: {fix}")]
-    Invalid { path: PathBuf, key: &'static str, problem: String, fix: String },
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+        fix: String,
+    },
 }
 
 impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut cfg = Self::from_yaml_str(&text, path)?;
         // Relative policy directories are relative to the config file.
-        if cfg.policy.dir.is_relative() {
-            if let Some(parent) = path.parent() {
-                let candidate = parent.join(&cfg.policy.dir);
-                if candidate.exists() {
-                    cfg.policy.dir = candidate;
-                }
+        if cfg.policy.dir.is_relative()
+            && let Some(parent) = path.parent()
+        {
+            let candidate = parent.join(&cfg.policy.dir);
+            if candidate.exists() {
+                cfg.policy.dir = candidate;
             }
         }
         Ok(cfg)
@@ -489,13 +499,25 @@ impl Config {
             }
         }
         if url.host().is_none() {
-            return Err(invalid("upstream.url", "has no host".into(), "include the host name"));
+            return Err(invalid(
+                "upstream.url",
+                "has no host".into(),
+                "include the host name",
+            ));
         }
         if !self.mcp_path.starts_with('/') {
-            return Err(invalid("mcp_path", "must start with /".into(), "for example: /mcp"));
+            return Err(invalid(
+                "mcp_path",
+                "must start with /".into(),
+                "for example: /mcp",
+            ));
         }
         if self.limits.max_body_bytes == 0 {
-            return Err(invalid("limits.max_body_bytes", "must be > 0".into(), "e.g. 4194304"));
+            return Err(invalid(
+                "limits.max_body_bytes",
+                "must be > 0".into(),
+                "e.g. 4194304",
+            ));
         }
         if self.limits.max_concurrent_requests == 0 {
             return Err(invalid(
@@ -505,7 +527,11 @@ impl Config {
             ));
         }
         if self.limits.max_sse_streams == 0 {
-            return Err(invalid("limits.max_sse_streams", "must be > 0".into(), "e.g. 256"));
+            return Err(invalid(
+                "limits.max_sse_streams",
+                "must be > 0".into(),
+                "e.g. 256",
+            ));
         }
         for origin in &self.security.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://"))
@@ -519,28 +545,36 @@ impl Config {
             }
         }
         if !matches!(self.tracing.log_format.as_str(), "text" | "json") {
-            return Err(invalid("tracing.log_format", "must be text or json".into(), "text"));
+            return Err(invalid(
+                "tracing.log_format",
+                "must be text or json".into(),
+                "text",
+            ));
         }
         if self.audit.queue_size == 0 {
-            return Err(invalid("audit.queue_size", "must be > 0".into(), "e.g. 4096"));
+            return Err(invalid(
+                "audit.queue_size",
+                "must be > 0".into(),
+                "e.g. 4096",
+            ));
         }
-        if let Some(region) = &self.signing.region {
-            if !is_region_like(region) {
-                return Err(invalid(
-                    "signing.region",
-                    format!("{region:?} is not an AWS region name"),
-                    "use a region such as us-west-2",
-                ));
-            }
+        if let Some(region) = &self.signing.region
+            && !is_region_like(region)
+        {
+            return Err(invalid(
+                "signing.region",
+                format!("{region:?} is not an AWS region name"),
+                "use a region such as us-west-2",
+            ));
         }
-        if let Some(region) = &self.upstream.aws_region {
-            if !is_region_like(region) {
-                return Err(invalid(
-                    "upstream.aws_region",
-                    format!("{region:?} is not an AWS region name"),
-                    "use a region such as us-west-2",
-                ));
-            }
+        if let Some(region) = &self.upstream.aws_region
+            && !is_region_like(region)
+        {
+            return Err(invalid(
+                "upstream.aws_region",
+                format!("{region:?} is not an AWS region name"),
+                "use a region such as us-west-2",
+            ));
         }
         Ok(())
     }
@@ -549,7 +583,8 @@ impl Config {
 fn is_region_like(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// True for `localhost`, `127.0.0.0/8` and `::1` host names.
@@ -558,13 +593,17 @@ pub fn is_loopback_host(host: &str) -> bool {
     if h.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    h.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    h.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 /// serde's message for unknown fields lists the expected ones; keep it, and add a hint.
 fn explain_yaml_error(msg: &str) -> String {
     if msg.contains("unknown field") {
-        format!("{msg}. Fix: remove or rename the key (see the configuration reference in README.md)")
+        format!(
+            "{msg}. Fix: remove or rename the key (see the configuration reference in README.md)"
+        )
     } else if msg.contains("unknown variant") {
         format!("{msg}. Fix: use one of the listed values")
     } else {
@@ -635,7 +674,10 @@ mod tests {
     fn plain_http_to_remote_host_is_refused_with_fix() {
         let e = parse("upstream:\n  url: http://10.0.0.1/mcp\n").unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("upstream.url") && m.contains("allow_plain_http"), "{m}");
+        assert!(
+            m.contains("upstream.url") && m.contains("allow_plain_http"),
+            "{m}"
+        );
         parse("upstream:\n  url: http://127.0.0.1:9/mcp\n").unwrap();
     }
 

@@ -34,7 +34,11 @@ pub enum UpstreamError {
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     #[error("upstream returned HTTP {status}{detail}")]
-    Status { status: u16, detail: String, retry_after: Option<String> },
+    Status {
+        status: u16,
+        detail: String,
+        retry_after: Option<String>,
+    },
     #[error("upstream rejected the gateway's credentials (HTTP {status}): {hint}")]
     Auth { status: u16, hint: String },
     #[error("upstream sent an invalid response: {0}")]
@@ -86,7 +90,11 @@ impl UpstreamError {
         if let Some(s) = self.http_status() {
             data["upstream_status"] = s.into();
         }
-        if let UpstreamError::Status { retry_after: Some(r), .. } = self {
+        if let UpstreamError::Status {
+            retry_after: Some(r),
+            ..
+        } = self
+        {
             data["retry_after"] = r.clone().into();
         }
         jsonrpc::error_response(id, self.code(), &self.to_string(), Some(data))
@@ -113,7 +121,11 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(https);
-        Ok(Upstream { client, uri, response_timeout: cfg.response_timeout })
+        Ok(Upstream {
+            client,
+            uri,
+            response_timeout: cfg.response_timeout,
+        })
     }
 
     pub fn uri(&self) -> &Uri {
@@ -121,7 +133,10 @@ impl Upstream {
     }
 
     /// Send one request and wait (bounded) for the response headers.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(Err(e)) => Err(classify_client_error(&e)),
@@ -168,7 +183,11 @@ pub fn forwardable_request_header(name: &HeaderName) -> bool {
 pub fn forwardable_response_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "content-type" | "mcp-session-id" | "mcp-protocol-version" | "cache-control" | "retry-after"
+        "content-type"
+            | "mcp-session-id"
+            | "mcp-protocol-version"
+            | "cache-control"
+            | "retry-after"
     )
 }
 
@@ -180,10 +199,10 @@ pub fn upstream_headers(client: &HeaderMap) -> HeaderMap {
             out.append(name.clone(), value.clone());
         }
     }
-    out.insert(http::header::USER_AGENT, HeaderValue::from_static(concat!(
-        "eks-mcp-gateway/",
-        env!("CARGO_PKG_VERSION")
-    )));
+    out.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static(concat!("eks-mcp-gateway/", env!("CARGO_PKG_VERSION"))),
+    );
     out
 }
 
@@ -219,7 +238,11 @@ mod tests {
 
     #[test]
     fn upstream_errors_are_distinguishable_from_denials() {
-        let e = UpstreamError::Status { status: 429, detail: String::new(), retry_after: Some("3".into()) };
+        let e = UpstreamError::Status {
+            status: 429,
+            detail: String::new(),
+            retry_after: Some("3".into()),
+        };
         let v = e.to_jsonrpc(Some(&serde_json::json!(4)));
         assert_eq!(v["error"]["code"], jsonrpc::UPSTREAM_RATE_LIMITED);
         assert_eq!(v["error"]["data"]["source"], "upstream");

@@ -1,1 +1,341 @@
-//! (being written)
+//! front: the HTTP listeners, DNS-rebinding protection and graceful shutdown.
+//!
+//! Accepts connections (HTTP/1.1 and h2c, TCP_NODELAY, header read timeout), checks `Host`
+//! and `Origin` before anything else runs, routes `/mcp` to the pipeline and serves the
+//! operational endpoints (`/healthz`, `/readyz`, `/metrics`, protected-resource metadata).
+//! On shutdown it stops accepting, lets in-flight requests finish within the configured
+//! grace period, then closes what is left.
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, SecurityConfig, is_loopback_host};
+use crate::mcp;
+use crate::pipeline::{Gateway, GatewayBody, full, json_error_status, json_response, plain_status};
+
+/// Which routes a listener serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// MCP endpoint, plus operational endpoints when no separate metrics listener exists.
+    Mcp { with_ops: bool },
+    /// Operational endpoints only.
+    Ops,
+}
+
+/// Serve `listener` until `shutdown` resolves, then drain within `limits.shutdown_grace`.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    role: Role,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(gateway.config.limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let gw = gateway.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let gw = gw.clone();
+            async move { Ok::<_, Infallible>(route(gw, req, peer, local, role).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = gateway.config.limits.shutdown_grace;
+    tracing::info!(?grace, "shutting down: draining in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period elapsed; closing remaining connections");
+    }
+    Ok(())
+}
+
+async fn route(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    role: Role,
+) -> Response<GatewayBody> {
+    let path = req.uri().path().to_owned();
+    let ops = matches!(role, Role::Ops | Role::Mcp { with_ops: true });
+    if ops {
+        match path.as_str() {
+            "/healthz" => return plain_status(StatusCode::OK, "ok"),
+            "/readyz" => return readiness(&gw),
+            "/metrics" => {
+                return Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                    .body(full(crate::metrics::render().into()))
+                    .expect("valid response");
+            }
+            _ => {}
+        }
+    }
+    let Role::Mcp { .. } = role else {
+        return plain_status(StatusCode::NOT_FOUND, "not found");
+    };
+    if let Err(resp) = check_host_and_origin(&gw.config.security, &req, local) {
+        tracing::warn!(%peer, "refused request with a disallowed Host or Origin");
+        return resp;
+    }
+    if path.starts_with("/.well-known/oauth-protected-resource") {
+        let base = format!(
+            "http://{}",
+            mcp::header_str(req.headers(), "host").unwrap_or("localhost")
+        );
+        return match gw.auth.protected_resource_metadata(&base) {
+            Some(doc) => json_response(StatusCode::OK, &doc),
+            None => plain_status(StatusCode::NOT_FOUND, "this gateway does not use OAuth"),
+        };
+    }
+    if path != gw.config.mcp_path {
+        return plain_status(
+            StatusCode::NOT_FOUND,
+            "not found: the MCP endpoint is elsewhere",
+        );
+    }
+    if req.method() == Method::OPTIONS {
+        return plain_status(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE");
+    }
+    crate::metrics::global().inflight_requests.inc();
+    let resp = gw.handle_mcp(req).await;
+    crate::metrics::global().inflight_requests.dec();
+    resp
+}
+
+fn readiness(gw: &Gateway) -> Response<GatewayBody> {
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    match gw.policy.last_reload_error() {
+        None => {
+            checks.insert(
+                "policy".into(),
+                serde_json::json!({"ok": true, "revision": gw.policy.current().revision()}),
+            );
+        }
+        Some(err) => {
+            // The previous policy is still enforced; report the broken file but stay ready.
+            checks.insert("policy".into(), serde_json::json!({"ok": false, "error": err, "serving_revision": gw.policy.current().revision()}));
+        }
+    }
+    if let Some(signer) = &gw.signer {
+        let h = signer.health();
+        let ok = h.is_ready();
+        ready &= ok;
+        checks.insert(
+            "credentials".into(),
+            serde_json::json!({"ok": ok, "detail": h.message()}),
+        );
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &serde_json::json!({"ready": ready, "checks": checks}),
+    )
+}
+
+/// DNS-rebinding protection: a browser page must not be able to reach the gateway through
+/// a hostname it controls, nor from an origin that is not allowed.
+#[allow(clippy::result_large_err)]
+fn check_host_and_origin(
+    sec: &SecurityConfig,
+    req: &Request<Incoming>,
+    local: SocketAddr,
+) -> Result<(), Response<GatewayBody>> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let host_ok = match &host {
+        None => false,
+        Some(h) if !sec.allowed_hosts.is_empty() => {
+            let bare = strip_port(h);
+            sec.allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(h) || a.eq_ignore_ascii_case(bare))
+        }
+        Some(h) => !local.ip().is_loopback() || is_loopback_host(strip_port(h)),
+    };
+    if !host_ok {
+        return Err(json_error_status(
+            StatusCode::FORBIDDEN,
+            None,
+            crate::jsonrpc::INVALID_REQUEST,
+            "Host header not allowed (security.allowed_hosts)",
+        ));
+    }
+    if let Some(origin) = req.headers().get(http::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let allowed = sec
+            .allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+            || (sec.allowed_origins.is_empty()
+                && origin_is_loopback(origin)
+                && local.ip().is_loopback());
+        if !allowed {
+            return Err(json_error_status(
+                StatusCode::FORBIDDEN,
+                None,
+                crate::jsonrpc::INVALID_REQUEST,
+                "Origin not allowed (security.allowed_origins)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn origin_is_loopback(origin: &str) -> bool {
+    origin
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(is_loopback_host))
+        .unwrap_or(false)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Start the gateway from a config: MCP listener, optional ops listener, until a signal.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {} (config key `listen`): {e}",
+            config.listen
+        )
+    })?;
+    let ops_listener = match config.metrics.listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} (config key `metrics.listen`): {e}")
+        })?),
+        None => None,
+    };
+    let gateway = Gateway::build(config).await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let ops_task =
+        ops_listener.map(|l| tokio::spawn(serve(gateway.clone(), l, Role::Ops, wait(rx.clone()))));
+    tracing::info!(
+        listen = %gateway.config.listen,
+        upstream = %gateway.config.upstream.url,
+        "eks-mcp-gateway serving MCP at http://{}{}",
+        gateway.config.listen,
+        gateway.config.mcp_path
+    );
+    serve(
+        gateway.clone(),
+        listener,
+        Role::Mcp {
+            with_ops: gateway.config.metrics.listen.is_none(),
+        },
+        wait(rx),
+    )
+    .await?;
+    if let Some(t) = ops_task {
+        let _ = t.await;
+    }
+    gateway.audit.flush().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_for_host_checks() {
+        assert_eq!(strip_port("localhost:8080"), "localhost");
+        assert_eq!(strip_port("[::1]:8080"), "::1");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert!(origin_is_loopback("http://127.0.0.1:3000"));
+        assert!(!origin_is_loopback("http://evil.example"));
+    }
+}

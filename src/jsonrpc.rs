@@ -39,10 +39,17 @@ pub type Id = Value;
 /// The shape of one accepted message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    Request { id: Id, method: String },
-    Notification { method: String },
+    Request {
+        id: Id,
+        method: String,
+    },
+    Notification {
+        method: String,
+    },
     /// A client's answer to a server request (elicitation, sampling, roots).
-    Response { id: Id },
+    Response {
+        id: Id,
+    },
 }
 
 /// One accepted JSON-RPC message.
@@ -62,7 +69,10 @@ pub struct ParseError {
 
 impl ParseError {
     fn invalid(message: impl Into<String>) -> Self {
-        ParseError { code: INVALID_REQUEST, message: message.into() }
+        ParseError {
+            code: INVALID_REQUEST,
+            message: message.into(),
+        }
     }
 }
 
@@ -87,13 +97,17 @@ impl Message {
 
     /// `params._meta`, if present.
     pub fn meta(&self) -> Option<&Map<String, Value>> {
-        self.params().and_then(|p| p.get("_meta")).and_then(Value::as_object)
+        self.params()
+            .and_then(|p| p.get("_meta"))
+            .and_then(Value::as_object)
     }
 
     /// `params.name` (tools/call, prompts/get) or `params.uri` (resources/read).
     pub fn target_name(&self) -> Option<&str> {
         let p = self.params()?;
-        p.get("name").or_else(|| p.get("uri")).and_then(Value::as_str)
+        p.get("name")
+            .or_else(|| p.get("uri"))
+            .and_then(Value::as_str)
     }
 
     /// The serialised form that is both evaluated and forwarded.
@@ -104,7 +118,10 @@ impl Message {
 
 /// Parse one client→gateway message with the strict rules above.
 pub fn parse_message(body: &[u8]) -> Result<Message, ParseError> {
-    let value = parse_strict(body).map_err(|e| ParseError { code: e.0, message: e.1 })?;
+    let value = parse_strict(body).map_err(|e| ParseError {
+        code: e.0,
+        message: e.1,
+    })?;
     let obj = match value {
         Value::Object(o) => o,
         Value::Array(_) => {
@@ -112,15 +129,19 @@ pub fn parse_message(body: &[u8]) -> Result<Message, ParseError> {
                 "JSON-RPC batches are not supported: send one message per request",
             ));
         }
-        _ => return Err(ParseError::invalid("a JSON-RPC message must be a JSON object")),
+        _ => {
+            return Err(ParseError::invalid(
+                "a JSON-RPC message must be a JSON object",
+            ));
+        }
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(ParseError::invalid("`jsonrpc` must be the string \"2.0\""));
     }
-    if let Some(params) = obj.get("params") {
-        if !params.is_object() {
-            return Err(ParseError::invalid("`params` must be an object"));
-        }
+    if let Some(params) = obj.get("params")
+        && !params.is_object()
+    {
+        return Err(ParseError::invalid("`params` must be an object"));
     }
     let id = match obj.get("id") {
         None => None,
@@ -137,7 +158,10 @@ pub fn parse_message(body: &[u8]) -> Result<Message, ParseError> {
             }
             check_method_params(m, obj.get("params"))?;
             match id {
-                Some(id) => Kind::Request { id, method: m.clone() },
+                Some(id) => Kind::Request {
+                    id,
+                    method: m.clone(),
+                },
                 None => Kind::Notification { method: m.clone() },
             }
         }
@@ -177,12 +201,11 @@ fn check_method_params(method: &str, params: Option<&Value>) -> Result<(), Parse
             )));
         }
     }
-    if method == "tools/call" {
-        if let Some(args) = params.and_then(|p| p.get("arguments")) {
-            if !args.is_object() {
-                return Err(ParseError::invalid("`params.arguments` must be an object"));
-            }
-        }
+    if method == "tools/call"
+        && let Some(args) = params.and_then(|p| p.get("arguments"))
+        && !args.is_object()
+    {
+        return Err(ParseError::invalid("`params.arguments` must be an object"));
     }
     Ok(())
 }
@@ -198,7 +221,8 @@ pub fn parse_strict(body: &[u8]) -> Result<Value, (i64, String)> {
             (PARSE_ERROR, format!("parse error: {msg}"))
         }
     })?;
-    de.end().map_err(|e| (PARSE_ERROR, format!("parse error: {e}")))?;
+    de.end()
+        .map_err(|e| (PARSE_ERROR, format!("parse error: {e}")))?;
     Ok(v.0)
 }
 
@@ -293,12 +317,23 @@ mod tests {
     #[test]
     fn accepts_request_notification_and_response() {
         let m = parse_message(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
-        assert_eq!(m.kind, Kind::Request { id: Value::from(1), method: "tools/list".into() });
-        let n = parse_message(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-            .unwrap();
+        assert_eq!(
+            m.kind,
+            Kind::Request {
+                id: Value::from(1),
+                method: "tools/list".into()
+            }
+        );
+        let n =
+            parse_message(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert_eq!(n.method(), Some("notifications/initialized"));
         let r = parse_message(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
-        assert_eq!(r.kind, Kind::Response { id: Value::from("a") });
+        assert_eq!(
+            r.kind,
+            Kind::Response {
+                id: Value::from("a")
+            }
+        );
     }
 
     #[test]
@@ -306,7 +341,11 @@ mod tests {
         let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_k8s_resources","arguments":{"namespace":"dev","namespace":"prod"}}}"#;
         let e = parse_message(body).unwrap_err();
         assert_eq!(e.code, INVALID_REQUEST);
-        assert!(e.message.contains("duplicate key \"namespace\""), "{}", e.message);
+        assert!(
+            e.message.contains("duplicate key \"namespace\""),
+            "{}",
+            e.message
+        );
         let top = br#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#;
         assert_eq!(parse_message(top).unwrap_err().code, INVALID_REQUEST);
     }
@@ -331,7 +370,10 @@ mod tests {
     #[test]
     fn garbage_is_a_parse_error() {
         assert_eq!(parse_message(b"{not json").unwrap_err().code, PARSE_ERROR);
-        assert_eq!(parse_message(br#"{"jsonrpc":"2.0"} x"#).unwrap_err().code, PARSE_ERROR);
+        assert_eq!(
+            parse_message(br#"{"jsonrpc":"2.0"} x"#).unwrap_err().code,
+            PARSE_ERROR
+        );
     }
 
     #[test]

@@ -1,1 +1,195 @@
-fn main() {}
+//! The `eks-mcp-gateway` command line: `serve`, `demo`, `check`, `policy test`, `policy eval`.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use eks_mcp_gateway::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "eks-mcp-gateway",
+    version,
+    about = "Policy-enforcing MCP gateway for Amazon EKS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a YAML configuration file.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start an embedded EKS-like upstream and the gateway in front of it (no AWS needed).
+    Demo {
+        /// Address of the gateway's MCP listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Policy directory (defaults to ./policies).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Principal every demo request runs as.
+        #[arg(long, default_value = "alice@example.com")]
+        principal: String,
+        /// Groups of that principal (comma separated).
+        #[arg(long, default_value = "payments-dev", value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+    /// Validate a configuration file and the policies it names, then exit.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Policy tools: run the Rego unit tests, or evaluate one input.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run every `test_*` rule in `*_test.rego` under DIR (default: ./policies).
+    Test {
+        dir: Option<PathBuf>,
+        /// Print every test, not only failures.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Evaluate the decision for one input document (JSON).
+    Eval {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => run_async(async move {
+            let cfg = Config::load(&config)?;
+            let _telemetry = eks_mcp_gateway::telemetry::init(&cfg.tracing);
+            eks_mcp_gateway::front::run(cfg, eks_mcp_gateway::front::shutdown_signal()).await
+        }),
+        Command::Demo {
+            listen,
+            policies,
+            principal,
+            groups,
+        } => run_async(async move {
+            let opts = eks_mcp_gateway::demo::DemoOptions {
+                listen,
+                policy_dir: policies.unwrap_or_else(default_policy_dir),
+                principal,
+                groups,
+            };
+            let _telemetry = eks_mcp_gateway::telemetry::init(&Default::default());
+            eks_mcp_gateway::demo::run(opts, eks_mcp_gateway::front::shutdown_signal()).await
+        }),
+        Command::Check { config } => check(&config),
+        Command::Policy {
+            command: PolicyCommand::Test { dir, verbose },
+        } => {
+            let dir = dir.unwrap_or_else(default_policy_dir);
+            let report = eks_mcp_gateway::policy::run_tests(&dir);
+            print!(
+                "{}",
+                eks_mcp_gateway::policy::format_report(&report, verbose)
+            );
+            if report.load_error.is_none() && report.failed() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Policy {
+            command: PolicyCommand::Eval { input, dir },
+        } => {
+            let text = match std::fs::read_to_string(&input) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", input.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            match eks_mcp_gateway::policy::eval_file(&dir, &text) {
+                Ok(d) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&d).expect("decision serialises")
+                    );
+                    if d.allow {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(2)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn default_policy_dir() -> PathBuf {
+    let local = PathBuf::from("policies");
+    if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match eks_mcp_gateway::policy::PolicyEngine::load(&cfg.policy) {
+        Ok(engine) => {
+            println!(
+                "ok: {} is valid; policies in {} compile (revision {}), {} catalogued tools",
+                path.display(),
+                cfg.policy.dir.display(),
+                engine.revision(),
+                engine.catalogue().tool_names().count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: policies in {}: {e}", cfg.policy.dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

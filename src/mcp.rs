@@ -26,7 +26,10 @@ pub const H_LAST_EVENT_ID: &str = "last-event-id";
 /// Era and protocol version of one POSTed message.
 pub fn era_of(headers: &HeaderMap, msg: &Message) -> (Era, Option<String>) {
     let header_version = header_str(headers, H_PROTOCOL_VERSION).map(str::to_owned);
-    if let Some(v) = msg.meta().and_then(|m| m.get(META_PROTOCOL_VERSION)).and_then(|v| v.as_str())
+    if let Some(v) = msg
+        .meta()
+        .and_then(|m| m.get(META_PROTOCOL_VERSION))
+        .and_then(|v| v.as_str())
     {
         return (Era::Stateless, Some(v.to_owned()));
     }
@@ -102,12 +105,12 @@ pub fn check_headers(headers: &HeaderMap, msg: &Message, era: Era) -> Result<(),
             .meta()
             .and_then(|m| m.get(META_PROTOCOL_VERSION))
             .and_then(|v| v.as_str());
-        if let (Some(h), Some(b)) = (header_str(headers, H_PROTOCOL_VERSION), meta_version) {
-            if h != b {
-                return Err(HeaderMismatch(format!(
-                    "MCP-Protocol-Version header {h:?} does not match params._meta[{META_PROTOCOL_VERSION:?}] {b:?}"
-                )));
-            }
+        if let (Some(h), Some(b)) = (header_str(headers, H_PROTOCOL_VERSION), meta_version)
+            && h != b
+        {
+            return Err(HeaderMismatch(format!(
+                "MCP-Protocol-Version header {h:?} does not match params._meta[{META_PROTOCOL_VERSION:?}] {b:?}"
+            )));
         }
     }
     Ok(())
@@ -116,8 +119,13 @@ pub fn check_headers(headers: &HeaderMap, msg: &Message, era: Era) -> Result<(),
 /// Decode a header value, including the `=?base64?…?=` form used for values that are not
 /// header-safe.
 pub fn decode_header_value(raw: &str) -> Option<String> {
-    if let Some(inner) = raw.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(inner).ok()?;
+    if let Some(inner) = raw
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(inner)
+            .ok()?;
         return String::from_utf8(bytes).ok();
     }
     Some(raw.to_owned())
@@ -135,7 +143,10 @@ mod tests {
     fn hdrs(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -145,10 +156,16 @@ mod tests {
     #[test]
     fn stateless_detected_from_meta() {
         let m = parse_message(CALL).unwrap();
-        assert_eq!(era_of(&HeaderMap::new(), &m), (Era::Stateless, Some("2026-07-28".into())));
+        assert_eq!(
+            era_of(&HeaderMap::new(), &m),
+            (Era::Stateless, Some("2026-07-28".into()))
+        );
         let legacy = parse_message(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
         let h = hdrs(&[("mcp-protocol-version", "2025-06-18")]);
-        assert_eq!(era_of(&h, &legacy), (Era::Session, Some("2025-06-18".into())));
+        assert_eq!(
+            era_of(&h, &legacy),
+            (Era::Session, Some("2025-06-18".into()))
+        );
     }
 
     #[test]
@@ -160,13 +177,19 @@ mod tests {
             ("mcp-protocol-version", "2026-07-28"),
         ]);
         check_headers(&ok, &m, Era::Stateless).unwrap();
-        let wrong_name = hdrs(&[("mcp-method", "tools/call"), ("mcp-name", "list_k8s_resources")]);
+        let wrong_name = hdrs(&[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "list_k8s_resources"),
+        ]);
         assert!(check_headers(&wrong_name, &m, Era::Stateless).is_err());
         let wrong_method = hdrs(&[("mcp-method", "tools/list"), ("mcp-name", "get_pod_logs")]);
         assert!(check_headers(&wrong_method, &m, Era::Stateless).is_err());
         let missing = hdrs(&[("mcp-method", "tools/call")]);
         assert!(check_headers(&missing, &m, Era::Stateless).is_err());
-        let b64 = hdrs(&[("mcp-method", "tools/call"), ("mcp-name", "=?base64?Z2V0X3BvZF9sb2dz?=")]);
+        let b64 = hdrs(&[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?Z2V0X3BvZF9sb2dz?="),
+        ]);
         check_headers(&b64, &m, Era::Stateless).unwrap();
     }
 }

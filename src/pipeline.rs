@@ -1,1 +1,1196 @@
-//! (being written)
+//! The life of one MCP request, top to bottom.
+//!
+//! This is the one file that calls the stages in order:
+//!
+//! ```text
+//! authenticate → parse → classify → decide → (rewrite) → sign → forward
+//!             → relay: per message redact / filter → audit
+//! ```
+//!
+//! Each stage lives in its own module with typed input and output; this file only composes
+//! them and decides what the client sees when one of them says no. It is also the one place
+//! that maps internal errors to HTTP statuses and JSON-RPC errors.
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::audit::AuditSink;
+use crate::classify::TargetFacts;
+use crate::config::{Config, PolicyMode};
+use crate::forward::{Upstream, UpstreamError};
+use crate::identity::{Authenticator, Principal};
+use crate::jsonrpc::{self, Kind, Message};
+use crate::mcp;
+use crate::metrics;
+use crate::policy::{ClientInfo, Decision, Era, GatewayFacts, McpFacts, PolicyHandle, PolicyInput};
+use crate::redact::{Redaction, Redactor};
+use crate::sign::Signer;
+use crate::sse::{self, SseItem, SseParser};
+
+/// The body type of every response the gateway produces.
+pub type GatewayBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Pseudo-methods the policy sees for requests that carry no JSON-RPC method.
+pub const METHOD_GET_STREAM: &str = "stream/get";
+pub const METHOD_DELETE_SESSION: &str = "session/delete";
+pub const METHOD_CLIENT_RESPONSE: &str = "client/response";
+
+/// Everything a request needs, built once at startup and shared by all requests.
+pub struct Gateway {
+    pub config: Config,
+    pub upstream: Upstream,
+    pub policy: Arc<PolicyHandle>,
+    pub redactor: Redactor,
+    pub signer: Option<Signer>,
+    pub auth: Authenticator,
+    pub audit: AuditSink,
+    /// `params._meta.AWS_REGION` pinned on every request (None: stripped).
+    pub operating_region: Option<String>,
+    requests: Arc<Semaphore>,
+    streams: Arc<Semaphore>,
+}
+
+/// Parts supplied by the embedder instead of being built from the configuration.
+#[derive(Default)]
+pub struct BuildOptions {
+    /// A signer with its own credential provider (demo, tests).
+    pub signer: Option<Signer>,
+}
+
+impl Gateway {
+    /// Build every stage from the configuration. Fails with a message naming what is wrong.
+    pub async fn build(config: Config) -> anyhow::Result<Arc<Gateway>> {
+        Self::build_with(config, BuildOptions::default()).await
+    }
+
+    pub async fn build_with(config: Config, options: BuildOptions) -> anyhow::Result<Arc<Gateway>> {
+        use anyhow::Context as _;
+        let upstream = Upstream::new(&config.upstream).context("upstream client")?;
+        let policy =
+            Arc::new(PolicyHandle::load(&config.policy).with_context(|| {
+                format!("loading policies from {}", config.policy.dir.display())
+            })?);
+        let redaction_file = config.policy.dir.join("redaction.yaml");
+        let redactor = if redaction_file.exists() {
+            Redactor::from_file(&redaction_file)
+                .with_context(|| format!("loading {}", redaction_file.display()))?
+        } else {
+            Redactor::builtin()
+        };
+        let signer = match options.signer {
+            Some(s) => Some(s),
+            None => Signer::from_config(&config.signing, upstream.uri())
+                .await
+                .context("upstream request signing")?,
+        };
+        let auth = Authenticator::from_config(&config.auth)
+            .await
+            .context("caller authentication")?;
+        let audit = AuditSink::start(&config.audit).context("audit sink")?;
+        let operating_region = config
+            .upstream
+            .aws_region
+            .clone()
+            .or_else(|| signer.as_ref().map(|s| s.region().to_owned()));
+        if config.policy.hot_reload {
+            policy.spawn_watcher(Duration::from_secs(1));
+        }
+        Ok(Arc::new(Gateway {
+            requests: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
+            streams: Arc::new(Semaphore::new(config.limits.max_sse_streams)),
+            config,
+            upstream,
+            policy,
+            redactor,
+            signer,
+            auth,
+            audit,
+            operating_region,
+        }))
+    }
+
+    /// Entry point for requests on the MCP path (after Origin/Host checks in `front`).
+    pub async fn handle_mcp(self: Arc<Self>, req: Request<Incoming>) -> Response<GatewayBody> {
+        let started = Instant::now();
+        // authenticate: before anything else is read.
+        let principal = match self.auth.authenticate(req.headers()).await {
+            Ok(p) => p,
+            Err(e) => {
+                metrics::global()
+                    .auth_failures_total
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                let meta = self.resource_metadata_url(req.headers());
+                return auth_challenge(&e.www_authenticate(&meta), e.status(), &e.to_string());
+            }
+        };
+        let Ok(permit) = self.requests.clone().try_acquire_owned() else {
+            return overloaded("too many requests in flight");
+        };
+        match *req.method() {
+            Method::POST => self.handle_post(req, principal, permit, started).await,
+            Method::GET => self.handle_get(req, principal, permit, started).await,
+            Method::DELETE => self.handle_delete(req, principal, permit, started).await,
+            _ => plain_status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST, GET or DELETE on the MCP endpoint",
+            ),
+        }
+    }
+
+    async fn handle_post(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        principal: Principal,
+        permit: OwnedSemaphorePermit,
+        started: Instant,
+    ) -> Response<GatewayBody> {
+        let (parts, body) = req.into_parts();
+        if !is_json_content_type(&parts.headers) {
+            return json_error_status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                "Content-Type must be application/json",
+            );
+        }
+        // parse: bounded body, strict JSON-RPC.
+        let max = self.config.limits.max_body_bytes;
+        if content_length(&parts.headers).is_some_and(|n| n > max as u64) {
+            return too_large(max);
+        }
+        let bytes = match Limited::new(body, max).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return too_large(max);
+            }
+            Err(e) => {
+                return json_error_status(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    jsonrpc::PARSE_ERROR,
+                    &format!("could not read the request body: {e}"),
+                );
+            }
+        };
+        let mut msg = match jsonrpc::parse_message(&bytes) {
+            Ok(m) => m,
+            Err(e) => return json_error_status(StatusCode::BAD_REQUEST, None, e.code, &e.message),
+        };
+        let (era, protocol_version) = mcp::era_of(&parts.headers, &msg);
+        if let Err(mcp::HeaderMismatch(why)) = mcp::check_headers(&parts.headers, &msg, era) {
+            return json_error_status(
+                StatusCode::BAD_REQUEST,
+                msg.id(),
+                jsonrpc::HEADER_MISMATCH,
+                &why,
+            );
+        }
+        let method = msg.method().unwrap_or(METHOD_CLIENT_RESPONSE).to_owned();
+
+        // classify + decide.
+        let policy = self.policy.current();
+        let (tool, target) = match (&msg.kind, method.as_str()) {
+            (Kind::Request { .. }, "tools/call") => {
+                let p = msg
+                    .params()
+                    .expect("tools/call params were checked by the parser");
+                let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+                let args = p
+                    .get("arguments")
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Map::new()));
+                let (tool, target) = policy.catalogue().classify(name, &args);
+                (Some(tool), target)
+            }
+            _ => (None, TargetFacts::default()),
+        };
+        let input = PolicyInput {
+            principal,
+            client: client_info(&msg),
+            mcp: McpFacts {
+                method: method.clone(),
+                protocol_version,
+                era,
+            },
+            tool,
+            target,
+            gateway: self.gateway_facts(),
+        };
+        let decision = self.decide(&policy, &input);
+        let mut log = RequestLog::new(&input, &decision, self.config.policy.mode, started);
+        log.arguments = self.redacted_arguments(&input);
+        log.session_id = mcp::header_str(&parts.headers, mcp::H_SESSION_ID).map(str::to_owned);
+        if !decision.allow && self.config.policy.mode == PolicyMode::Enforce {
+            let resp = deny_response(&msg, &decision);
+            self.finish(log, Some(200)).await;
+            return resp;
+        }
+        if let Err(resp) = self.audit_gate(msg.id()).await {
+            return resp;
+        }
+
+        // rewrite: pin the operating region; the bytes below are what the policy evaluated
+        // plus this one gateway-owned field.
+        self.pin_region(&mut msg);
+        let body = msg.to_bytes();
+        let mut headers = crate::forward::upstream_headers(&parts.headers);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if !headers.contains_key(http::header::ACCEPT) {
+            headers.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static("application/json, text/event-stream"),
+            );
+        }
+        let relay = Relay {
+            gateway: self.clone(),
+            request_id: msg.id().cloned(),
+            method,
+            profiles: decision.redact.clone(),
+            filter_tools: matches!(msg.kind, Kind::Request { .. })
+                && msg.method() == Some("tools/list"),
+            stateless: era == Era::Stateless,
+            input: Arc::new(input),
+            log: LogSlot::new(self.clone(), log),
+        };
+        self.forward_and_relay(
+            Method::POST,
+            headers,
+            body,
+            relay,
+            decision.role.as_deref(),
+            permit,
+            None,
+        )
+        .await
+    }
+
+    async fn handle_get(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        principal: Principal,
+        permit: OwnedSemaphorePermit,
+        started: Instant,
+    ) -> Response<GatewayBody> {
+        let Ok(stream_permit) = self.streams.clone().try_acquire_owned() else {
+            return overloaded("too many open SSE streams");
+        };
+        self.handle_bodyless(
+            req,
+            principal,
+            permit,
+            Some(stream_permit),
+            METHOD_GET_STREAM,
+            started,
+        )
+        .await
+    }
+
+    async fn handle_delete(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        principal: Principal,
+        permit: OwnedSemaphorePermit,
+        started: Instant,
+    ) -> Response<GatewayBody> {
+        self.handle_bodyless(req, principal, permit, None, METHOD_DELETE_SESSION, started)
+            .await
+    }
+
+    /// GET (server stream) and DELETE (end session): no body, decided as pseudo-methods.
+    async fn handle_bodyless(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        principal: Principal,
+        permit: OwnedSemaphorePermit,
+        stream_permit: Option<OwnedSemaphorePermit>,
+        method: &str,
+        started: Instant,
+    ) -> Response<GatewayBody> {
+        let headers = req.headers();
+        let version = mcp::header_str(headers, mcp::H_PROTOCOL_VERSION).map(str::to_owned);
+        let input = PolicyInput {
+            principal,
+            client: ClientInfo::default(),
+            mcp: McpFacts {
+                method: method.to_owned(),
+                protocol_version: version,
+                era: Era::Session,
+            },
+            tool: None,
+            target: TargetFacts::default(),
+            gateway: self.gateway_facts(),
+        };
+        let policy = self.policy.current();
+        let decision = self.decide(&policy, &input);
+        let mut log = RequestLog::new(&input, &decision, self.config.policy.mode, started);
+        log.session_id = mcp::header_str(headers, mcp::H_SESSION_ID).map(str::to_owned);
+        if !decision.allow && self.config.policy.mode == PolicyMode::Enforce {
+            self.finish(log, Some(403)).await;
+            let body = jsonrpc::error_response(
+                None,
+                jsonrpc::POLICY_DENIED,
+                &denial_text(&decision),
+                Some(denial_data(&decision)),
+            );
+            return json_response(StatusCode::FORBIDDEN, &body);
+        }
+        if let Err(resp) = self.audit_gate(None).await {
+            return resp;
+        }
+        let up_headers = crate::forward::upstream_headers(headers);
+        let http_method = req.method().clone();
+        let relay = Relay {
+            gateway: self.clone(),
+            request_id: None,
+            method: method.to_owned(),
+            profiles: decision.redact.clone(),
+            filter_tools: false,
+            stateless: false,
+            input: Arc::new(input),
+            log: LogSlot::new(self.clone(), log),
+        };
+        self.forward_and_relay(
+            http_method,
+            up_headers,
+            Bytes::new(),
+            relay,
+            decision.role.as_deref(),
+            permit,
+            stream_permit,
+        )
+        .await
+    }
+
+    /// sign → forward → relay the response message by message.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_and_relay(
+        self: Arc<Self>,
+        method: Method,
+        headers: HeaderMap,
+        body: Bytes,
+        relay: Relay,
+        role: Option<&str>,
+        permit: OwnedSemaphorePermit,
+        stream_permit: Option<OwnedSemaphorePermit>,
+    ) -> Response<GatewayBody> {
+        let uri = self.upstream.uri().clone();
+        let mut builder = Request::builder().method(method.clone()).uri(uri.clone());
+        if let Some(h) = builder.headers_mut() {
+            *h = headers;
+            if let Some(authority) = uri.authority() {
+                let host = host_header_value(authority, uri.scheme_str());
+                if let Ok(v) = HeaderValue::from_str(&host) {
+                    h.insert(http::header::HOST, v);
+                }
+            }
+        }
+        let req = builder.body(()).expect("request parts are valid");
+        let (mut parts, ()) = req.into_parts();
+
+        // sign: the very last change to the request.
+        if let Some(signer) = &self.signer {
+            let principal = relay.input.principal.clone();
+            if let Err(e) = signer.sign(&mut parts, &body, &principal, role).await {
+                let err = jsonrpc::error_response(
+                    relay.request_id.as_ref(),
+                    jsonrpc::SIGNING_FAILED,
+                    &format!("the gateway could not sign the upstream request: {e}"),
+                    Some(serde_json::json!({"source": "gateway", "kind": "signing_failed"})),
+                );
+                relay.set_error("signing_failed");
+                relay.clone().complete(None).await;
+                return request_scoped_error(
+                    relay.request_id.is_some(),
+                    StatusCode::BAD_GATEWAY,
+                    &err,
+                );
+            }
+        }
+        let upstream_req = Request::from_parts(parts, Full::new(body));
+        let sent_at = Instant::now();
+        let result = self.upstream.send(upstream_req).await;
+        let latency = sent_at.elapsed();
+        metrics::global()
+            .upstream_request_seconds
+            .with_label_values(&[relay.method.as_str()])
+            .observe(latency.as_secs_f64());
+        relay.with_log(|l| l.upstream_latency = Some(latency));
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => return relay.fail(e).await,
+        };
+        let status = resp.status();
+        metrics::global()
+            .upstream_responses_total
+            .with_label_values(&[metrics::status_class(status.as_u16())])
+            .inc();
+        relay.with_log(|l| l.upstream_status = Some(status.as_u16()));
+        if is_error_status(status.as_u16()) {
+            let (up_parts, up_body) = resp.into_parts();
+            // Error bodies are small; read a bounded prefix for the hint, never relay it raw.
+            let body = match tokio::time::timeout(
+                Duration::from_secs(5),
+                Limited::new(up_body, 64 * 1024).collect(),
+            )
+            .await
+            {
+                Ok(Ok(c)) => c.to_bytes(),
+                _ => Bytes::new(),
+            };
+            return relay
+                .fail(upstream_status_error(
+                    status.as_u16(),
+                    &up_parts.headers,
+                    &body,
+                ))
+                .await;
+        }
+        let (up_parts, up_body) = resp.into_parts();
+        let mut out = Response::builder().status(status);
+        for (name, value) in &up_parts.headers {
+            if crate::forward::forwardable_response_header(name) {
+                out = out.header(name, value);
+            }
+        }
+        let content_type = mcp::header_str(&up_parts.headers, "content-type").unwrap_or_default();
+        if content_type.starts_with("text/event-stream") {
+            out = out.header("x-accel-buffering", "no");
+            if !up_parts.headers.contains_key("cache-control") {
+                out = out.header("cache-control", "no-cache");
+            }
+            let stream = relay.sse_stream(up_body, permit, stream_permit);
+            return out.body(stream).expect("valid response");
+        }
+        // A JSON body (or an empty 202/204): read it whole (bounded), process, answer.
+        let max = self.config.upstream.max_message_bytes;
+        let collected = tokio::time::timeout(
+            self.config.upstream.idle_timeout,
+            Limited::new(up_body, max).collect(),
+        )
+        .await;
+        let bytes = match collected {
+            Err(_) => {
+                return relay
+                    .fail(UpstreamError::Timeout(self.config.upstream.idle_timeout))
+                    .await;
+            }
+            Ok(Err(e)) => {
+                let err = if e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    UpstreamError::BadResponse(format!("response larger than {max} bytes"))
+                } else {
+                    UpstreamError::Interrupted(e.to_string())
+                };
+                return relay.fail(err).await;
+            }
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        drop(permit);
+        if bytes.is_empty() {
+            relay.clone().complete(Some(status.as_u16())).await;
+            return out.body(empty()).expect("valid response");
+        }
+        if !content_type.starts_with("application/json") {
+            return relay
+                .fail(UpstreamError::BadResponse(format!(
+                    "unexpected content type {content_type:?} with a body"
+                )))
+                .await;
+        }
+        let body = match relay.process_payload(&bytes) {
+            Ok(b) => b,
+            Err(e) => return relay.fail(e).await,
+        };
+        relay.clone().complete(Some(status.as_u16())).await;
+        out.body(full(body)).expect("valid response")
+    }
+
+    fn decide(&self, policy: &crate::policy::PolicyEngine, input: &PolicyInput) -> Decision {
+        let t = Instant::now();
+        let d = policy.decide(input);
+        metrics::global()
+            .policy_eval_seconds
+            .observe(t.elapsed().as_secs_f64());
+        d
+    }
+
+    fn gateway_facts(&self) -> GatewayFacts {
+        GatewayFacts {
+            mode: self.config.policy.mode,
+            upstream: self.config.upstream.url.clone(),
+        }
+    }
+
+    /// Tool arguments with secrets removed, for the audit record.
+    fn redacted_arguments(&self, input: &PolicyInput) -> Option<(Value, Vec<Redaction>)> {
+        let tool = input.tool.as_ref()?;
+        let mut args = tool.arguments.clone();
+        let found =
+            self.redactor
+                .redact_value(&mut args, &["baseline".to_owned()], "$.params.arguments");
+        Some((args, found))
+    }
+
+    /// With `audit.on_failure: fail_closed`, refuse work the audit trail cannot record.
+    async fn audit_gate(&self, id: Option<&jsonrpc::Id>) -> Result<(), Response<GatewayBody>> {
+        if self.audit.accepting() {
+            return Ok(());
+        }
+        let body = jsonrpc::error_response(
+            id,
+            jsonrpc::AUDIT_UNAVAILABLE,
+            "the audit trail is unavailable and this gateway is configured to fail closed",
+            Some(serde_json::json!({"source": "gateway", "kind": "audit_unavailable"})),
+        );
+        Err(request_scoped_error(
+            id.is_some(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            &body,
+        ))
+    }
+
+    fn pin_region(&self, msg: &mut Message) {
+        if matches!(msg.kind, Kind::Response { .. }) {
+            return;
+        }
+        match &self.operating_region {
+            Some(region) => {
+                let params = msg
+                    .value
+                    .entry("params")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(p) = params {
+                    let meta = p
+                        .entry("_meta")
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(m) = meta {
+                        m.insert("AWS_REGION".into(), Value::String(region.clone()));
+                    }
+                }
+            }
+            None => {
+                if let Some(Value::Object(m)) =
+                    msg.value.get_mut("params").and_then(|p| p.get_mut("_meta"))
+                {
+                    m.remove("AWS_REGION");
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, mut log: RequestLog, status: Option<u16>) {
+        if log.upstream_status.is_none() {
+            log.upstream_status = status;
+        }
+        log.emit(self).await;
+    }
+
+    fn resource_metadata_url(&self, headers: &HeaderMap) -> String {
+        let host = mcp::header_str(headers, "host").unwrap_or("localhost");
+        format!(
+            "http://{host}/.well-known/oauth-protected-resource{}",
+            self.config.mcp_path
+        )
+    }
+}
+
+/// What happened to one request, accumulated along the way and emitted once as an audit
+/// record when the response (or its stream) is finished.
+pub struct RequestLog {
+    pub input: PolicyInput,
+    pub decision: Decision,
+    pub mode: PolicyMode,
+    pub started: Instant,
+    pub arguments: Option<(Value, Vec<Redaction>)>,
+    pub redactions: Vec<Redaction>,
+    pub upstream_status: Option<u16>,
+    pub upstream_latency: Option<Duration>,
+    pub error: Option<String>,
+    /// The raw session id; only its hash reaches the audit record.
+    pub session_id: Option<String>,
+}
+
+impl RequestLog {
+    fn new(input: &PolicyInput, decision: &Decision, mode: PolicyMode, started: Instant) -> Self {
+        RequestLog {
+            input: input.clone(),
+            decision: decision.clone(),
+            mode,
+            started,
+            arguments: None,
+            redactions: Vec::new(),
+            upstream_status: None,
+            upstream_latency: None,
+            error: None,
+            session_id: None,
+        }
+    }
+
+    /// The decision label used in metrics: allow, deny, dry_run_deny, error.
+    pub fn decision_label(&self) -> &'static str {
+        match (self.decision.allow, self.mode) {
+            (true, _) => "allow",
+            (false, PolicyMode::Enforce) => "deny",
+            (false, PolicyMode::DryRun) => "dry_run_deny",
+        }
+    }
+
+    async fn emit(self, gw: &Gateway) {
+        let m = metrics::global();
+        let tool = self.input.tool.as_ref();
+        let tool_label = tool
+            .map(|t| metrics::tool_label(&t.name, t.known))
+            .unwrap_or("");
+        let decision = if self.error.is_some() && self.decision.allow {
+            "error"
+        } else {
+            self.decision_label()
+        };
+        m.requests_total
+            .with_label_values(&[self.input.mcp.method.as_str(), tool_label, decision])
+            .inc();
+        if !self.decision.allow {
+            for rule in &self.decision.rules {
+                m.denials_total.with_label_values(&[rule.as_str()]).inc();
+            }
+        }
+        for r in &self.redactions {
+            m.redactions_total.with_label_values(&[r.detector]).inc();
+        }
+        m.mcp_server_operation_duration_seconds
+            .with_label_values(&[
+                self.input.mcp.method.as_str(),
+                self.error.as_deref().unwrap_or(""),
+            ])
+            .observe(self.started.elapsed().as_secs_f64());
+        let outcome = crate::audit::RequestOutcome {
+            input: &self.input,
+            decision: &self.decision,
+            mode: self.mode,
+            started: self.started,
+            arguments: self.arguments.as_ref(),
+            redactions: &self.redactions,
+            upstream_status: self.upstream_status,
+            upstream_latency: self.upstream_latency,
+            error: self.error.as_deref(),
+            session_id: self.session_id.as_deref(),
+        };
+        let record =
+            crate::audit::AuditRecord::from_outcome(&outcome, gw.policy.current().revision());
+        if let Err(e) = gw.audit.record(record).await {
+            tracing::error!(error = %e, "audit record could not be written");
+        }
+    }
+}
+
+/// Per-request state of the response relay: what to redact, whether to filter tools/list,
+/// and the audit log that is emitted when the last message has gone to the client.
+#[derive(Clone)]
+struct Relay {
+    gateway: Arc<Gateway>,
+    request_id: Option<jsonrpc::Id>,
+    method: String,
+    profiles: Vec<String>,
+    filter_tools: bool,
+    stateless: bool,
+    input: Arc<PolicyInput>,
+    /// Taken exactly once, when the request is finished (or abandoned by the client).
+    log: Arc<LogSlot>,
+}
+
+/// Holds a request's log until it is emitted. If the request is abandoned (the client went
+/// away and hyper dropped the future or the stream), the last drop still emits it, so every
+/// request leaves exactly one audit record.
+struct LogSlot {
+    gateway: Arc<Gateway>,
+    log: Mutex<Option<RequestLog>>,
+}
+
+impl LogSlot {
+    fn new(gateway: Arc<Gateway>, log: RequestLog) -> Arc<Self> {
+        Arc::new(LogSlot {
+            gateway,
+            log: Mutex::new(Some(log)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<RequestLog>> {
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for LogSlot {
+    fn drop(&mut self) {
+        if let Some(mut log) = self.lock().take() {
+            if log.error.is_none() {
+                log.error = Some("client_disconnected".into());
+            }
+            let gateway = self.gateway.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { log.emit(&gateway).await });
+            }
+        }
+    }
+}
+
+impl Relay {
+    fn with_log(&self, f: impl FnOnce(&mut RequestLog)) {
+        if let Some(log) = self.log.lock().as_mut() {
+            f(log);
+        }
+    }
+
+    fn set_error(&self, kind: &str) {
+        self.with_log(|l| l.error = Some(kind.to_owned()));
+    }
+
+    /// Emit the audit record and metrics for this request, once.
+    async fn complete(self, status: Option<u16>) {
+        let taken = self.log.lock().take();
+        if let Some(mut log) = taken {
+            if status.is_some() {
+                log.upstream_status = status;
+            }
+            log.emit(&self.gateway).await;
+        }
+    }
+
+    /// An upstream failure becomes a JSON-RPC error for the client.
+    async fn fail(self, err: UpstreamError) -> Response<GatewayBody> {
+        tracing::warn!(method = %self.method, error = %err, "upstream request failed");
+        self.set_error(err.kind());
+        let body = err.to_jsonrpc(self.request_id.as_ref());
+        let has_id = self.request_id.is_some();
+        let status = match err {
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Status { status: 429, .. } => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        self.complete(None).await;
+        request_scoped_error(has_id, status, &body)
+    }
+
+    /// Redact and filter one upstream JSON payload (a single message).
+    fn process_payload(&self, bytes: &[u8]) -> Result<Bytes, UpstreamError> {
+        let mut value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| UpstreamError::BadResponse(format!("body is not JSON: {e}")))?;
+        self.process_message(&mut value);
+        Ok(Bytes::from(
+            serde_json::to_vec(&value).expect("JSON value serialises"),
+        ))
+    }
+
+    /// redact / filter: one JSON-RPC message on its way to the client.
+    fn process_message(&self, msg: &mut Value) {
+        let is_our_response = self.request_id.is_some()
+            && msg.get("id") == self.request_id.as_ref()
+            && msg.get("method").is_none();
+        if is_our_response && self.filter_tools {
+            self.filter_tools_list(msg);
+        }
+        let found = self.gateway.redactor.redact_message(msg, &self.profiles);
+        if !found.is_empty() {
+            self.with_log(|l| l.redactions.extend(found));
+        }
+    }
+
+    /// Remove the tools this principal may never call; mark a stateless result private.
+    fn filter_tools_list(&self, msg: &mut Value) {
+        let policy = self.gateway.policy.current();
+        let Some(result) = msg.get_mut("result").and_then(Value::as_object_mut) else {
+            return;
+        };
+        if let Some(Value::Array(tools)) = result.get_mut("tools") {
+            tools.retain(|t| {
+                t.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|name| policy.tool_visible(&self.input, name))
+            });
+        }
+        if self.stateless {
+            result.insert("cacheScope".into(), Value::String("private".into()));
+        }
+    }
+
+    /// Relay an SSE response: one event in, one (redacted) event out, never the whole stream
+    /// in memory. Dropping the returned body (client gone) drops the upstream body, which
+    /// closes the upstream connection and so cancels the upstream request.
+    fn sse_stream(
+        self,
+        upstream: Incoming,
+        permit: OwnedSemaphorePermit,
+        stream_permit: Option<OwnedSemaphorePermit>,
+    ) -> GatewayBody {
+        let max = self.gateway.config.upstream.max_message_bytes;
+        let idle = self.gateway.config.upstream.idle_timeout;
+        let stream_guard = StreamGuard::new(stream_permit.is_some());
+        let state = SseState {
+            relay: self,
+            upstream,
+            parser: SseParser::new(max),
+            done: false,
+            answered: false,
+            _permits: (permit, stream_permit, stream_guard),
+        };
+        let stream = futures_util::stream::unfold(state, move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            loop {
+                let frame = match tokio::time::timeout(idle, st.upstream.frame()).await {
+                    Err(_) => Err(UpstreamError::Timeout(idle)),
+                    Ok(None) => {
+                        st.done = true;
+                        st.parser.finish();
+                        let tail = st.end_of_stream();
+                        st.relay.clone().complete(None).await;
+                        return tail.map(|b| (Ok::<_, Infallible>(Frame::data(b)), st));
+                    }
+                    Ok(Some(Err(e))) => Err(UpstreamError::Interrupted(e.to_string())),
+                    Ok(Some(Ok(f))) => Ok(f),
+                };
+                let chunk = match frame {
+                    Ok(f) => match f.into_data() {
+                        Ok(d) => d,
+                        Err(_) => continue,
+                    },
+                    Err(e) => {
+                        st.done = true;
+                        st.relay.set_error(e.kind());
+                        let tail = st.error_event(&e);
+                        st.relay.clone().complete(None).await;
+                        return tail.map(|b| (Ok(Frame::data(b)), st));
+                    }
+                };
+                let items = match st.parser.push(&chunk) {
+                    Ok(items) => items,
+                    Err(e) => {
+                        st.done = true;
+                        let err = UpstreamError::BadResponse(e.to_string());
+                        st.relay.set_error(err.kind());
+                        let tail = st.error_event(&err);
+                        st.relay.clone().complete(None).await;
+                        return tail.map(|b| (Ok(Frame::data(b)), st));
+                    }
+                };
+                if items.is_empty() {
+                    continue;
+                }
+                let mut out = Vec::new();
+                for item in items {
+                    out.extend_from_slice(&st.relay_item(item));
+                }
+                return Some((Ok(Frame::data(Bytes::from(out))), st));
+            }
+        });
+        StreamBody::new(stream).boxed_unsync()
+    }
+}
+
+struct SseState {
+    relay: Relay,
+    upstream: Incoming,
+    parser: SseParser,
+    done: bool,
+    /// The final response to our request has been relayed.
+    answered: bool,
+    _permits: (
+        OwnedSemaphorePermit,
+        Option<OwnedSemaphorePermit>,
+        StreamGuard,
+    ),
+}
+
+impl SseState {
+    fn relay_item(&mut self, item: SseItem) -> Bytes {
+        match item {
+            SseItem::Comment(c) => sse::encode_comment(&c),
+            SseItem::Event(mut ev) => {
+                if ev.has_data && !ev.data.is_empty() {
+                    match serde_json::from_str::<Value>(&ev.data) {
+                        Ok(mut msg) => {
+                            if self.relay.request_id.is_some()
+                                && msg.get("id") == self.relay.request_id.as_ref()
+                                && msg.get("method").is_none()
+                            {
+                                self.answered = true;
+                            }
+                            self.relay.process_message(&mut msg);
+                            ev.data = serde_json::to_string(&msg).expect("JSON value serialises");
+                        }
+                        Err(_) => {
+                            // Not JSON: still never let a secret through as plain text.
+                            let (text, found) = self
+                                .relay
+                                .gateway
+                                .redactor
+                                .redact_text(&ev.data, &self.relay.profiles);
+                            let text = text.into_owned();
+                            if !found.is_empty() {
+                                self.relay.with_log(|l| l.redactions.extend(found));
+                            }
+                            ev.data = text;
+                        }
+                    }
+                }
+                sse::encode_event(&ev)
+            }
+        }
+    }
+
+    /// The upstream ended the stream. If it never answered our request, say so.
+    fn end_of_stream(&mut self) -> Option<Bytes> {
+        if self.relay.request_id.is_some() && !self.answered {
+            let err = UpstreamError::Interrupted("the stream ended without a response".into());
+            self.relay.set_error(err.kind());
+            return self.error_event(&err);
+        }
+        None
+    }
+
+    fn error_event(&mut self, err: &UpstreamError) -> Option<Bytes> {
+        tracing::warn!(method = %self.relay.method, error = %err, "upstream stream failed");
+        if self.relay.request_id.is_none() || self.answered {
+            return None;
+        }
+        self.answered = true;
+        let body = err.to_jsonrpc(self.relay.request_id.as_ref());
+        let ev = sse::message_event(body.to_string(), None);
+        Some(sse::encode_event(&ev))
+    }
+}
+
+/// Keeps the open-stream gauge right however the stream ends.
+struct StreamGuard(bool);
+
+impl StreamGuard {
+    fn new(counted: bool) -> Self {
+        if counted {
+            metrics::global().open_sse_streams.inc();
+        }
+        StreamGuard(counted)
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0 {
+            metrics::global().open_sse_streams.dec();
+        }
+    }
+}
+
+/// Upstream statuses that become gateway errors rather than being relayed. Other 4xx
+/// answers (400 header mismatch, 404 unknown session, 405 no GET stream) are protocol
+/// answers the client must see as they are.
+fn is_error_status(status: u16) -> bool {
+    matches!(status, 401 | 403 | 429 | 500..=599)
+}
+
+fn upstream_status_error(status: u16, headers: &HeaderMap, body: &[u8]) -> UpstreamError {
+    let retry_after = mcp::header_str(headers, "retry-after").map(str::to_owned);
+    match status {
+        401 | 403 => {
+            metrics::global().upstream_auth_failures_total.inc();
+            let hint = crate::sign::classify_upstream_auth_failure(status, headers, body).unwrap_or_else(|| {
+                "the upstream refused the gateway's identity; check the gateway's AWS credentials and IAM permissions (eks-mcp:InvokeMcp, eks-mcp:CallReadOnlyTool, eks-mcp:CallPrivilegedTool)".to_owned()
+            });
+            UpstreamError::Auth { status, hint }
+        }
+        429 => UpstreamError::Status {
+            status,
+            detail: ": rate limited, retry later".into(),
+            retry_after,
+        },
+        _ => UpstreamError::Status {
+            status,
+            detail: String::new(),
+            retry_after,
+        },
+    }
+}
+
+/// `input.client` from `initialize` or from the stateless `_meta`.
+fn client_info(msg: &Message) -> ClientInfo {
+    let info = msg
+        .params()
+        .and_then(|p| p.get("clientInfo"))
+        .or_else(|| msg.meta().and_then(|m| m.get(mcp::META_CLIENT_INFO)));
+    let field = |k: &str| {
+        info.and_then(|i| i.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    ClientInfo {
+        name: field("name"),
+        version: field("version"),
+    }
+}
+
+/// What a denied request gets: a tool error the model can read for tools/call, a JSON-RPC
+/// error with an application code otherwise.
+fn deny_response(msg: &Message, decision: &Decision) -> Response<GatewayBody> {
+    let text = denial_text(decision);
+    match (&msg.kind, msg.method()) {
+        (Kind::Request { id, .. }, Some("tools/call")) => {
+            let result = serde_json::json!({
+                "content": [{"type": "text", "text": text}],
+                "isError": true,
+                "_meta": {"io.github.eks-mcp-gateway/denial": denial_data(decision)},
+            });
+            json_response(StatusCode::OK, &jsonrpc::result_response(id, result))
+        }
+        (Kind::Request { id, .. }, _) => json_response(
+            StatusCode::OK,
+            &jsonrpc::error_response(
+                Some(id),
+                jsonrpc::POLICY_DENIED,
+                &text,
+                Some(denial_data(decision)),
+            ),
+        ),
+        _ => json_response(
+            StatusCode::FORBIDDEN,
+            &jsonrpc::error_response(
+                None,
+                jsonrpc::POLICY_DENIED,
+                &text,
+                Some(denial_data(decision)),
+            ),
+        ),
+    }
+}
+
+fn denial_text(decision: &Decision) -> String {
+    if decision.reasons.is_empty() {
+        "Denied by the gateway policy.".to_owned()
+    } else {
+        format!(
+            "Denied by the gateway policy: {}",
+            decision.reasons.join("; ")
+        )
+    }
+}
+
+fn denial_data(decision: &Decision) -> Value {
+    serde_json::json!({"source": "policy", "reasons": decision.reasons, "rules": decision.rules})
+}
+
+/// A gateway error for a request with an id travels as a JSON-RPC error in a 200 response,
+/// so MCP clients hand it to the caller; without an id, the HTTP status carries it.
+fn request_scoped_error(has_id: bool, status: StatusCode, body: &Value) -> Response<GatewayBody> {
+    let mut resp = json_response(if has_id { StatusCode::OK } else { status }, body);
+    if let Some(kind) = body.pointer("/error/data/kind").and_then(Value::as_str)
+        && let Ok(v) = HeaderValue::from_str(kind)
+    {
+        resp.headers_mut().insert("x-mcp-gateway-error", v);
+    }
+    resp
+}
+
+fn is_json_content_type(h: &HeaderMap) -> bool {
+    mcp::header_str(h, "content-type")
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
+        .unwrap_or(false)
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    mcp::header_str(h, "content-length").and_then(|v| v.parse().ok())
+}
+
+fn host_header_value(authority: &http::uri::Authority, scheme: Option<&str>) -> String {
+    match (authority.port_u16(), scheme) {
+        (Some(443), Some("https")) | (Some(80), Some("http")) => authority.host().to_owned(),
+        _ => authority.as_str().to_owned(),
+    }
+}
+
+fn too_large(max: usize) -> Response<GatewayBody> {
+    json_error_status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+        jsonrpc::INVALID_REQUEST,
+        &format!(
+            "request body larger than the gateway's limit of {max} bytes (limits.max_body_bytes)"
+        ),
+    )
+}
+
+fn overloaded(why: &str) -> Response<GatewayBody> {
+    let mut r = json_error_status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        jsonrpc::INTERNAL_ERROR,
+        &format!("gateway overloaded: {why}; retry shortly"),
+    );
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    r
+}
+
+fn auth_challenge(www_authenticate: &str, status: u16, message: &str) -> Response<GatewayBody> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut r = json_error_status(status, None, jsonrpc::INVALID_REQUEST, message);
+    if let Ok(v) = HeaderValue::from_str(www_authenticate) {
+        r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+pub fn json_error_status(
+    status: StatusCode,
+    id: Option<&jsonrpc::Id>,
+    code: i64,
+    message: &str,
+) -> Response<GatewayBody> {
+    json_response(status, &jsonrpc::error_response(id, code, message, None))
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> Response<GatewayBody> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(full(Bytes::from(
+            serde_json::to_vec(body).expect("JSON value serialises"),
+        )))
+        .expect("valid response")
+}
+
+pub fn plain_status(status: StatusCode, text: &str) -> Response<GatewayBody> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(Bytes::from(format!("{text}\n"))))
+        .expect("valid response")
+}
+
+pub fn full(b: Bytes) -> GatewayBody {
+    Full::new(b).boxed_unsync()
+}
+
+pub fn empty() -> GatewayBody {
+    http_body_util::Empty::new().boxed_unsync()
+}

@@ -109,7 +109,9 @@ impl SseParser {
         }
         let text = std::str::from_utf8(line).map_err(|_| SseError::NotUtf8)?;
         if let Some(comment) = text.strip_prefix(':') {
-            out.push(SseItem::Comment(comment.strip_prefix(' ').unwrap_or(comment).to_owned()));
+            out.push(SseItem::Comment(
+                comment.strip_prefix(' ').unwrap_or(comment).to_owned(),
+            ));
             return Ok(());
         }
         let (field, value) = match text.find(':') {
@@ -189,7 +191,13 @@ pub fn encode_comment(text: &str) -> Bytes {
 
 /// An event carrying one JSON-RPC message.
 pub fn message_event(data: String, id: Option<String>) -> SseEvent {
-    SseEvent { id, event: Some("message".into()), data, retry: None, has_data: true }
+    SseEvent {
+        id,
+        event: Some("message".into()),
+        data,
+        retry: None,
+        has_data: true,
+    }
 }
 
 #[cfg(test)]
@@ -236,7 +244,9 @@ mod tests {
     #[test]
     fn priming_event_with_empty_data_survives_round_trip() {
         let items = parse_all(&[b"id: 0\ndata:\n\n"]);
-        let SseItem::Event(e) = &items[0] else { panic!() };
+        let SseItem::Event(e) = &items[0] else {
+            panic!()
+        };
         assert!(e.has_data && e.data.is_empty());
         assert_eq!(&encode_event(e)[..], b"id: 0\ndata: \n\n");
     }
@@ -244,6 +254,9 @@ mod tests {
     #[test]
     fn oversized_event_is_an_error_not_a_buffer() {
         let mut p = SseParser::new(16);
-        assert_eq!(p.push(b"data: 0123456789abcdefghij"), Err(SseError::TooLarge(16)));
+        assert_eq!(
+            p.push(b"data: 0123456789abcdefghij"),
+            Err(SseError::TooLarge(16))
+        );
     }
 }

@@ -1,0 +1,577 @@
+//! Test harness: the embedded EKS-like upstream and a gateway in front of it, in-process, on
+//! 127.0.0.1 ephemeral ports, plus a small MCP-over-HTTP client that speaks both eras.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use bytes::Bytes;
+use eks_mcp_gateway::config::{AuthConfig, Config, PolicyMode};
+use eks_mcp_gateway::pipeline::{BuildOptions, Gateway};
+use eks_mcp_gateway::sim::{self, SimConfig, SimCredentials, SimHandle};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+pub const ACCESS_KEY: &str = "AKIATESTGATEWAY00001";
+pub const SECRET_KEY: &str = "test/secret/key/for/the/embedded/upstream";
+pub const SESSION_TOKEN: &str = "FwoGZXIvYXdzEBAaDtest-session-token";
+pub const REGION: &str = "us-west-2";
+pub const STATELESS: &str = "2026-07-28";
+pub const SESSION_ERA: &str = "2025-11-25";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn policy_dir() -> PathBuf {
+    repo_root().join("policies")
+}
+
+/// A last-minute change to the gateway configuration.
+pub type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// How to start a harness.
+pub struct Options {
+    pub principal: String,
+    pub groups: Vec<String>,
+    pub mode: PolicyMode,
+    pub sim: SimConfig,
+    /// Sim verifies SigV4 and the gateway signs (with a session token).
+    pub signing: bool,
+    pub policy_dir: PathBuf,
+    /// Last-minute changes to the gateway configuration.
+    pub tweak: Option<ConfigTweak>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            principal: "alice@example.com".into(),
+            groups: vec!["platform-admins".into()],
+            mode: PolicyMode::Enforce,
+            sim: SimConfig::default(),
+            signing: true,
+            policy_dir: policy_dir(),
+            tweak: None,
+        }
+    }
+}
+
+impl Options {
+    pub fn principal(mut self, id: &str, groups: &[&str]) -> Self {
+        self.principal = id.into();
+        self.groups = groups.iter().map(|g| g.to_string()).collect();
+        self
+    }
+    pub fn tweak(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweak = Some(Box::new(f));
+        self
+    }
+}
+
+/// A running upstream + gateway pair.
+pub struct Harness {
+    pub sim: SimHandle,
+    pub gateway: Arc<Gateway>,
+    pub addr: SocketAddr,
+    pub audit_path: PathBuf,
+    _audit_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(mut opts: Options) -> Harness {
+        if opts.signing {
+            opts.sim.credentials = Some(SimCredentials {
+                access_key_id: ACCESS_KEY.into(),
+                secret_access_key: SECRET_KEY.into(),
+                session_token: Some(SESSION_TOKEN.into()),
+            });
+            opts.sim.region = REGION.into();
+        }
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = sim::start(opts.sim, sim_listener).await.unwrap();
+        Self::start_in_front_of(
+            sim,
+            opts.signing,
+            opts.principal,
+            opts.groups,
+            opts.mode,
+            opts.policy_dir,
+            opts.tweak,
+        )
+        .await
+    }
+
+    /// A gateway in front of an upstream that is not the sim (fault tests, third-party servers).
+    pub async fn in_front_of_url(
+        url: &str,
+        tweak: Option<ConfigTweak>,
+    ) -> (Arc<Gateway>, SocketAddr, GatewayGuard) {
+        let audit_dir = tempfile::tempdir().unwrap();
+        let mut cfg = base_config(
+            url,
+            "alice@example.com",
+            &["platform-admins".to_string()],
+            PolicyMode::Enforce,
+            &policy_dir(),
+            &audit_dir.path().join("audit.jsonl"),
+        );
+        cfg.signing.enabled = Some(false);
+        if let Some(t) = tweak {
+            t(&mut cfg);
+        }
+        let gateway = Gateway::build_with(cfg, BuildOptions::default())
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let gw = gateway.clone();
+        let task = tokio::spawn(async move {
+            eks_mcp_gateway::front::serve(
+                gw,
+                listener,
+                eks_mcp_gateway::front::Role::Mcp { with_ops: true },
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await
+        });
+        (
+            gateway,
+            addr,
+            GatewayGuard {
+                _audit_dir: audit_dir,
+                shutdown: Some(tx),
+                task: Some(task),
+            },
+        )
+    }
+
+    async fn start_in_front_of(
+        sim: SimHandle,
+        signing: bool,
+        principal: String,
+        groups: Vec<String>,
+        mode: PolicyMode,
+        policy_dir: PathBuf,
+        tweak: Option<ConfigTweak>,
+    ) -> Harness {
+        let audit_dir = tempfile::tempdir().unwrap();
+        let audit_path = audit_dir.path().join("audit.jsonl");
+        let mut cfg = base_config(
+            &sim.url(),
+            &principal,
+            &groups,
+            mode,
+            &policy_dir,
+            &audit_path,
+        );
+        let mut options = BuildOptions::default();
+        if signing {
+            cfg.signing.enabled = Some(true);
+            cfg.signing.region = Some(REGION.into());
+            cfg.signing.service = Some("eks-mcp".into());
+            let creds = Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                Some(SESSION_TOKEN.into()),
+                None,
+                "test",
+            );
+            let signer = eks_mcp_gateway::sign::Signer::from_provider(
+                &cfg.signing,
+                &cfg.upstream.url.parse().unwrap(),
+                SharedCredentialsProvider::new(creds),
+            )
+            .await
+            .unwrap();
+            options.signer = Some(signer);
+        } else {
+            cfg.signing.enabled = Some(false);
+        }
+        if let Some(t) = tweak {
+            t(&mut cfg);
+        }
+        let gateway = Gateway::build_with(cfg, options).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let gw = gateway.clone();
+        let task = tokio::spawn(async move {
+            eks_mcp_gateway::front::serve(
+                gw,
+                listener,
+                eks_mcp_gateway::front::Role::Mcp { with_ops: true },
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await
+        });
+        Harness {
+            sim,
+            gateway,
+            addr,
+            audit_path,
+            _audit_dir: audit_dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn client(&self) -> McpClient {
+        McpClient::new(&self.url())
+    }
+
+    /// Audit records written so far (waits briefly for the writer to catch up).
+    pub async fn audit_records(&self, at_least: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let recs = read_jsonl(&self.audit_path);
+            if recs.len() >= at_least || tokio::time::Instant::now() > deadline {
+                return recs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stop accepting, drain, and wait for the server task.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .collect()
+}
+
+/// Keeps a gateway started by `in_front_of_url` alive.
+pub struct GatewayGuard {
+    _audit_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl GatewayGuard {
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+pub fn base_config(
+    upstream: &str,
+    principal: &str,
+    groups: &[String],
+    mode: PolicyMode,
+    policy_dir: &Path,
+    audit_path: &Path,
+) -> Config {
+    let mut cfg = Config::from_yaml_str(
+        &format!("upstream:\n  url: {upstream}\n"),
+        Path::new("<test>"),
+    )
+    .unwrap();
+    cfg.policy.dir = policy_dir.to_path_buf();
+    cfg.policy.mode = mode;
+    cfg.policy.hot_reload = false;
+    cfg.auth = AuthConfig::Static {
+        principal: principal.into(),
+        groups: groups.to_vec(),
+    };
+    cfg.audit.sink = audit_path.display().to_string();
+    cfg.limits.shutdown_grace = Duration::from_secs(5);
+    cfg
+}
+
+/// A response as the client saw it: status, headers and the JSON-RPC messages it carried
+/// (one for JSON, any number for SSE), plus the raw body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub messages: Vec<Value>,
+}
+
+impl Reply {
+    /// The final response message (the one with an id and no method).
+    pub fn response(&self) -> &Value {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| {
+                m.get("method").is_none() && (m.get("result").is_some() || m.get("error").is_some())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no JSON-RPC response in {:?}: {}",
+                    self.status,
+                    String::from_utf8_lossy(&self.body)
+                )
+            })
+    }
+    pub fn result(&self) -> &Value {
+        let r = self.response();
+        r.get("result")
+            .unwrap_or_else(|| panic!("expected a result, got {r}"))
+    }
+    pub fn error(&self) -> &Value {
+        let r = self.response();
+        r.get("error")
+            .unwrap_or_else(|| panic!("expected an error, got {r}"))
+    }
+    /// All text of a CallToolResult, joined.
+    pub fn tool_text(&self) -> String {
+        self.result()["content"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|b| b["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    }
+    pub fn is_tool_error(&self) -> bool {
+        self.result()["isError"] == json!(true)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Parse an SSE body into the JSON messages of its events.
+pub fn sse_messages(body: &[u8]) -> Vec<Value> {
+    let mut p = eks_mcp_gateway::sse::SseParser::new(256 << 20);
+    let mut out = Vec::new();
+    for item in p.push(body).expect("valid SSE") {
+        if let eks_mcp_gateway::sse::SseItem::Event(ev) = item {
+            if let Ok(v) = serde_json::from_str(&ev.data) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// A minimal MCP Streamable HTTP client for tests.
+#[derive(Clone)]
+pub struct McpClient {
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    pub url: String,
+    pub session: Option<String>,
+    pub protocol: Option<String>,
+    next_id: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl McpClient {
+    pub fn new(url: &str) -> Self {
+        McpClient {
+            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+            url: url.into(),
+            session: None,
+            protocol: None,
+            next_id: Arc::new(std::sync::atomic::AtomicI64::new(1)),
+        }
+    }
+
+    pub fn next_id(&self) -> i64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// POST raw bytes with extra headers.
+    pub async fn post_raw(&self, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Reply {
+        let mut b = Request::post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(s) = &self.session {
+            b = b.header("mcp-session-id", s);
+        }
+        if let Some(v) = &self.protocol {
+            b = b.header("mcp-protocol-version", v);
+        }
+        let mut req = b.body(Full::new(body.into())).unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.http.request(req))
+            .await
+            .expect("gateway answered within 30s")
+            .expect("HTTP exchange with the gateway");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = tokio::time::timeout(Duration::from_secs(60), resp.into_body().collect())
+            .await
+            .expect("body within 60s")
+            .expect("body read")
+            .to_bytes();
+        let ct = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let messages = if ct.starts_with("text/event-stream") {
+            sse_messages(&body)
+        } else if ct.starts_with("application/json") && !body.is_empty() {
+            vec![
+                serde_json::from_slice(&body)
+                    .unwrap_or_else(|e| panic!("bad JSON {e}: {}", String::from_utf8_lossy(&body))),
+            ]
+        } else {
+            Vec::new()
+        };
+        Reply {
+            status,
+            headers,
+            body,
+            messages,
+        }
+    }
+
+    /// A session-era request (uses and records the session id).
+    pub async fn request(&self, method: &str, params: Value) -> Reply {
+        let id = self.next_id();
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.post_raw(serde_json::to_vec(&body).unwrap(), &[]).await
+    }
+
+    /// `initialize` + `notifications/initialized`; keeps the session id.
+    pub async fn initialize(&mut self) -> Reply {
+        self.initialize_with(SESSION_ERA, json!({})).await
+    }
+
+    pub async fn initialize_with(&mut self, version: &str, capabilities: Value) -> Reply {
+        let reply = self
+            .request(
+                "initialize",
+                json!({"protocolVersion": version, "capabilities": capabilities, "clientInfo": {"name": "gateway-tests", "version": "1.0"}}),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "initialize failed: {}",
+            reply.text()
+        );
+        self.session = reply
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.protocol = Some(version.to_owned());
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let ack = self.post_raw(serde_json::to_vec(&note).unwrap(), &[]).await;
+        assert_eq!(
+            ack.status,
+            StatusCode::ACCEPTED,
+            "initialized notification: {}",
+            ack.text()
+        );
+        reply
+    }
+
+    /// Session-era tools/call.
+    pub async fn call_tool(&self, name: &str, args: Value) -> Reply {
+        self.request("tools/call", json!({"name": name, "arguments": args}))
+            .await
+    }
+
+    /// A stateless-era (2026-07-28) request with the required headers.
+    pub async fn stateless(&self, method: &str, mut params: Value) -> Reply {
+        let id = self.next_id();
+        params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!(STATELESS);
+        let name = params
+            .get("name")
+            .or_else(|| params.get("uri"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let mut headers = vec![("mcp-protocol-version", STATELESS), ("mcp-method", method)];
+        if let Some(n) = &name {
+            headers.push(("mcp-name", n.as_str()));
+        }
+        let client = McpClient {
+            session: None,
+            protocol: None,
+            ..self.clone()
+        };
+        client
+            .post_raw(serde_json::to_vec(&body).unwrap(), &headers)
+            .await
+    }
+
+    pub async fn stateless_call(&self, name: &str, args: Value) -> Reply {
+        self.stateless("tools/call", json!({"name": name, "arguments": args}))
+            .await
+    }
+
+    pub async fn delete_session(&self) -> StatusCode {
+        let mut b = Request::delete(&self.url);
+        if let Some(s) = &self.session {
+            b = b.header("mcp-session-id", s);
+        }
+        if let Some(v) = &self.protocol {
+            b = b.header("mcp-protocol-version", v);
+        }
+        self.send(b.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .status
+    }
+
+    /// Open the GET stream; returns the raw response for incremental reading.
+    pub async fn open_stream(&self) -> http::Response<hyper::body::Incoming> {
+        let mut b = Request::get(&self.url).header("accept", "text/event-stream");
+        if let Some(s) = &self.session {
+            b = b.header("mcp-session-id", s);
+        }
+        if let Some(v) = &self.protocol {
+            b = b.header("mcp-protocol-version", v);
+        }
+        self.http
+            .request(b.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap()
+    }
+}
