@@ -127,10 +127,10 @@ async fn start_backend(
         let mut lines = BufReader::new(stream).lines();
         let mut url_tx = Some(url_tx);
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(url) = find_url(&line) {
-                if let Some(tx) = url_tx.take() {
-                    let _ = tx.send(url);
-                }
+            if let Some(url) = find_url(&line)
+                && let Some(tx) = url_tx.take()
+            {
+                let _ = tx.send(url);
             }
             let mut kept = sink.lock().unwrap();
             if kept.len() < 500 {
@@ -898,4 +898,86 @@ fn scenario_names_drop_prefix_and_timestamp() {
         "dns-rebinding-protection"
     );
     assert_eq!(scenario_name("server-ping"), "ping");
+}
+
+// ---- real clients in front of the EKS-like upstream ----------------------------------------------
+
+/// The product path: each third-party client talks to the gateway, which enforces the shipped
+/// policies, signs with SigV4 and forwards to the embedded EKS-like upstream (which verifies the
+/// signature). A read is answered; reading a Secret is refused with the policy's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_clients_through_gateway_to_eks_upstream() {
+    let tools = Tools::locate();
+    let harness = Harness::start().await;
+    let url = harness.url();
+    let pods = r#"{"cluster_name":"dev","kind":"Pod","api_version":"v1","namespace":"payments"}"#;
+    let secret = r#"{"cluster_name":"dev","kind":"Secret","api_version":"v1","namespace":"payments","name":"payments-db"}"#;
+
+    let proxied = proxy_for_aws(&tools, &url, "list_k8s_resources", pods).await;
+    assert!(
+        proxied["tools"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("list_k8s_resources")),
+        "{proxied}"
+    );
+    assert_eq!(proxied["call"]["isError"], false, "{proxied}");
+    assert!(
+        proxied["call"].to_string().contains("payments-api"),
+        "{proxied}"
+    );
+    let refused = proxy_for_aws(&tools, &url, "read_k8s_resource", secret).await;
+    let refusal = format!("{} {}", refused["call"], refused["call_error"]);
+    assert!(
+        (refused["call"]["isError"] == true || !refused["call_error"].is_null())
+            && refusal.to_lowercase().contains("secret"),
+        "reading a Secret through mcp-proxy-for-aws must be refused with a reason: {refusal}"
+    );
+
+    let script = tools.script("py_client.py");
+    let doc = py_driver(
+        &tools,
+        "py_client.py basic --mode auto (EKS upstream)",
+        &[
+            script.to_str().unwrap(),
+            "basic",
+            "--url",
+            &url,
+            "--mode",
+            "auto",
+            "--tool",
+            "list_k8s_resources",
+            "--arguments",
+            pods,
+        ],
+    )
+    .await;
+    assert_eq!(doc["protocol_version"], "2026-07-28", "{doc}");
+    assert_eq!(doc["call"]["is_error"], false, "{doc}");
+    assert!(doc["call"].to_string().contains("payments-api"), "{doc}");
+
+    let listed = inspector(&tools, &url, &["--method", "tools/list"]).await;
+    assert!(
+        listed.to_string().contains("\"list_k8s_resources\""),
+        "{listed}"
+    );
+    let called = inspector(
+        &tools,
+        &url,
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "list_k8s_resources",
+            "--tool-arg",
+            "cluster_name=dev",
+            "kind=Pod",
+            "api_version=v1",
+            "namespace=payments",
+        ],
+    )
+    .await;
+    assert_eq!(called["isError"], false, "{called}");
+    assert!(called.to_string().contains("payments-api"), "{called}");
+    harness.stop().await;
 }
