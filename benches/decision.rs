@@ -1,0 +1,165 @@
+//! One policy decision with the shipped policies, input construction included (classify the
+//! call, build the input document, clone the prepared engine, evaluate, read the decision),
+//! and how it grows with the size of the policy data (100 teams, 1,000 namespace grants).
+//!
+//! Run: `cargo bench --bench decision`. The per-request budget is p50 < 25 µs.
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use eks_mcp_gateway::config::{PolicyConfig, PolicyMode};
+use eks_mcp_gateway::identity::{AuthKind, Principal};
+use eks_mcp_gateway::policy::{
+    ClientInfo, Decision, Era, GatewayFacts, McpFacts, PolicyEngine, PolicyInput,
+};
+use serde_json::{Value, json};
+
+fn shipped_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+fn load(dir: &Path) -> PolicyEngine {
+    let cfg = PolicyConfig { dir: dir.to_path_buf(), ..PolicyConfig::default() };
+    PolicyEngine::load(&cfg).expect("policies load")
+}
+
+/// Everything the pipeline does per tools/call from parsed arguments to a decision.
+fn decide(e: &PolicyEngine, id: &str, group: &str, tool: &str, args: &Value) -> Decision {
+    let (tool, target) = e.catalogue().classify(tool, args);
+    let input = PolicyInput {
+        principal: Principal {
+            id: id.to_string(),
+            groups: vec![group.to_string()],
+            auth: AuthKind::Jwt,
+            claims: Default::default(),
+        },
+        client: ClientInfo { name: Some("bench".into()), version: Some("1".into()) },
+        mcp: McpFacts {
+            method: "tools/call".into(),
+            protocol_version: Some("2025-11-25".into()),
+            era: Era::Session,
+        },
+        tool: Some(tool),
+        target,
+        gateway: GatewayFacts {
+            mode: PolicyMode::Enforce,
+            upstream: "https://eks-mcp.us-west-2.api.aws/mcp".into(),
+        },
+    };
+    e.decide(&input)
+}
+
+fn read_args(ns: &str) -> Value {
+    json!({"cluster_name": "dev-1", "kind": "Deployment", "api_version": "apps/v1",
+           "name": "api", "namespace": ns})
+}
+
+fn write_args(ns: &str) -> Value {
+    json!({"operation": "patch", "cluster_name": "dev-1", "kind": "Deployment",
+           "api_version": "apps/v1", "name": "api", "namespace": ns,
+           "body": {"spec": {"replicas": 3}}})
+}
+
+const MANIFEST: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  template:
+    spec:
+      containers:
+      - name: app
+        image: public.ecr.aws/nginx/nginx:1.27
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  ports: [{port: 80}]
+";
+
+fn shipped_policies(c: &mut Criterion) {
+    let e = load(&shipped_dir());
+    let mut g = c.benchmark_group("decision/shipped");
+    let read = read_args("payments");
+    assert!(decide(&e, "alice", "payments-dev", "read_k8s_resource", &read).allow);
+    g.bench_function("read_k8s_resource", |b| {
+        b.iter(|| decide(&e, "alice", "payments-dev", "read_k8s_resource", black_box(&read)))
+    });
+    let write = write_args("payments");
+    assert!(decide(&e, "alice", "payments-dev", "manage_k8s_resource", &write).allow);
+    g.bench_function("manage_k8s_resource_patch", |b| {
+        b.iter(|| decide(&e, "alice", "payments-dev", "manage_k8s_resource", black_box(&write)))
+    });
+    let denied = read_args("kube-system");
+    assert!(!decide(&e, "alice", "payments-dev", "read_k8s_resource", &denied).allow);
+    g.bench_function("read_k8s_resource_denied", |b| {
+        b.iter(|| decide(&e, "alice", "payments-dev", "read_k8s_resource", black_box(&denied)))
+    });
+    let apply = json!({"cluster_name": "dev-1", "namespace": "payments", "yaml_content": MANIFEST});
+    assert!(decide(&e, "alice", "payments-dev", "apply_yaml", &apply).allow);
+    g.bench_function("apply_yaml_two_documents", |b| {
+        b.iter(|| decide(&e, "alice", "payments-dev", "apply_yaml", black_box(&apply)))
+    });
+    g.finish();
+}
+
+/// The shipped rules with generated data: `teams` groups, `grants` namespace grants spread
+/// evenly over them.
+fn generated_dir(teams: usize, grants: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(shipped_dir()).expect("policies dir") {
+        let p = entry.expect("entry").path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if name.ends_with(".rego") && !name.ends_with("_test.rego") || name == "catalogue.yaml" {
+            std::fs::copy(&p, dir.path().join(&name)).expect("copy");
+        }
+    }
+    let text = std::fs::read_to_string(shipped_dir().join("data.yaml")).expect("data.yaml");
+    let mut data: Value = serde_yaml::from_str(&text).expect("data.yaml parses");
+    let gw = data["gateway"].as_object_mut().expect("gateway");
+    let mut groups = serde_json::Map::new();
+    for t in 0..teams {
+        groups.insert(
+            format!("team-{t}"),
+            json!({"clusters": ["dev-*", "staging-*", "prod-*"], "namespaces": [format!("team-{t}-*")]}),
+        );
+    }
+    gw.insert("groups".into(), Value::Object(groups));
+    let per_team = grants.div_ceil(teams.max(1));
+    let list: Vec<Value> = (0..grants)
+        .map(|i| {
+            let team = i / per_team;
+            json!({"id": format!("g{i}"), "groups": [format!("team-{team}")],
+                   "clusters": ["dev-*", "staging-*"],
+                   "namespaces": [format!("team-{team}-svc-{}", i % per_team)]})
+        })
+        .collect();
+    gw.insert("grants".into(), Value::Array(list));
+    std::fs::write(dir.path().join("data.json"), serde_json::to_string(&data).expect("json"))
+        .expect("write data.json");
+    dir
+}
+
+fn data_growth(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decision/data_size");
+    for (teams, grants) in [(10, 100), (100, 1000)] {
+        let dir = generated_dir(teams, grants);
+        let e = load(dir.path());
+        let team = teams / 2;
+        let group = format!("team-{team}");
+        let read = read_args(&format!("team-{team}-svc-3"));
+        assert!(decide(&e, "u", &group, "read_k8s_resource", &read).allow);
+        g.bench_function(format!("read/{teams}_teams_{grants}_grants"), |b| {
+            b.iter(|| decide(&e, "u", &group, "read_k8s_resource", black_box(&read)))
+        });
+        let write = write_args(&format!("team-{team}-svc-3"));
+        assert!(decide(&e, "u", &group, "manage_k8s_resource", &write).allow);
+        g.bench_function(format!("write/{teams}_teams_{grants}_grants"), |b| {
+            b.iter(|| decide(&e, "u", &group, "manage_k8s_resource", black_box(&write)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, shipped_policies, data_growth);
+criterion_main!(benches);
