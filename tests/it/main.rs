@@ -10,3 +10,4 @@ mod identity;
 mod telemetry;
 mod signing;
 mod credentials;
+mod interop;
