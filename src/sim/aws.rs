@@ -614,7 +614,7 @@ fn search_eks_documentation(world: &mut World, a: &Args) -> ToolOutput {
         .map(|d| (score(query, &format!("{} {}", d.title, d.text)), d))
         .filter(|(s, _)| *s > 0)
         .collect();
-    hits.sort_by(|a, b| b.0.cmp(&a.0));
+    hits.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
     let results: Vec<Value> = hits
         .into_iter()
         .take(limit as usize)
@@ -637,7 +637,7 @@ fn search_troubleshooting(world: &mut World, a: &Args) -> ToolOutput {
         .map(|g| (score(query, &format!("{} {}", g.title, g.text)), g))
         .filter(|(s, _)| *s > 0)
         .collect();
-    hits.sort_by(|a, b| b.0.cmp(&a.0));
+    hits.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
     let results: Vec<Value> = hits
         .into_iter()
         .take(3)

@@ -154,13 +154,13 @@ fn validate(tool: &Value, args: &Map<String, Value>) -> Result<(), String> {
                     problems.push(format!(
                         "{key}\n  Input should be a valid {want} [input_value={value}]"
                     ));
-                } else if let Some(options) = prop["enum"].as_array() {
-                    if !options.contains(value) {
-                        problems.push(format!(
-                            "{key}\n  Input should be one of {} [input_value={value}]",
-                            Value::Array(options.clone())
-                        ));
-                    }
+                } else if let Some(options) = prop["enum"].as_array()
+                    && !options.contains(value)
+                {
+                    problems.push(format!(
+                        "{key}\n  Input should be one of {} [input_value={value}]",
+                        Value::Array(options.clone())
+                    ));
                 }
             }
         }

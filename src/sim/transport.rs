@@ -106,12 +106,12 @@ impl Body for SseBody {
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
-        if let Some(keepalive) = self.keepalive.as_mut() {
-            if keepalive.poll_tick(cx).is_ready() {
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                    b": keep-alive\n\n",
-                )))));
-            }
+        if let Some(keepalive) = self.keepalive.as_mut()
+            && keepalive.poll_tick(cx).is_ready()
+        {
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                b": keep-alive\n\n",
+            )))));
         }
         Poll::Pending
     }
@@ -328,16 +328,16 @@ pub(crate) async fn handle(
         }
     }
 
-    if let Some(origin) = parts.headers.get(header::ORIGIN) {
-        if !origin.to_str().is_ok_and(origin_allowed) {
-            return Ok(rpc_error(
-                StatusCode::FORBIDDEN,
-                Value::Null,
-                -32000,
-                "Forbidden: Origin not allowed",
-                None,
-            ));
-        }
+    if let Some(origin) = parts.headers.get(header::ORIGIN)
+        && !origin.to_str().is_ok_and(origin_allowed)
+    {
+        return Ok(rpc_error(
+            StatusCode::FORBIDDEN,
+            Value::Null,
+            -32000,
+            "Forbidden: Origin not allowed",
+            None,
+        ));
     }
 
     Ok(match parts.method {
@@ -533,14 +533,13 @@ fn stateless(
     };
     let mismatch =
         |message: String| rpc_error(StatusCode::BAD_REQUEST, id.clone(), -32020, message, None);
-    let header_value = |name: &str| -> Result<Option<&str>, Response<SimBody>> {
+    let header_value = |name: &str| -> Result<Option<&str>, String> {
         match headers.get(name) {
             None => Ok(None),
-            Some(v) => v.to_str().map(Some).map_err(|_| {
-                mismatch(format!(
-                    "Header mismatch: {name} header contains invalid characters"
-                ))
-            }),
+            Some(v) => v
+                .to_str()
+                .map(Some)
+                .map_err(|_| format!("Header mismatch: {name} header contains invalid characters")),
         }
     };
     let body_version = match meta_version {
@@ -558,7 +557,7 @@ fn stateless(
     };
     let header_version = match header_value("mcp-protocol-version") {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(m) => return mismatch(m),
     };
     let version = match (header_version, body_version.as_deref()) {
         (None, _) => {
@@ -574,7 +573,7 @@ fn stateless(
         (Some(h), _) => h.to_owned(),
     };
     match header_value("mcp-method") {
-        Err(resp) => return resp,
+        Err(m) => return mismatch(m),
         Ok(None) => return mismatch("Header mismatch: missing required Mcp-Method header".into()),
         Ok(Some(h)) if h != method => {
             return mismatch(format!(
@@ -591,7 +590,7 @@ fn stateless(
     if let Some(field) = name_field {
         let body_name = params[field].as_str().unwrap_or_default();
         match header_value("mcp-name") {
-            Err(resp) => return resp,
+            Err(m) => return mismatch(m),
             Ok(None) => {
                 return mismatch("Header mismatch: missing required Mcp-Name header".into());
             }
@@ -673,10 +672,10 @@ fn session_era(
         .unwrap_or(1);
     let era = Era::Session { log_level };
     let handled = rpc::handle(shared, &era, method, params);
-    if let Some(level) = handled.set_log_level {
-        if let Some(s) = lock(&shared.sessions).get_mut(&session_id) {
-            s.log_level = level;
-        }
+    if let Some(level) = handled.set_log_level
+        && let Some(s) = lock(&shared.sessions).get_mut(&session_id)
+    {
+        s.log_level = level;
     }
     let wants_progress = params.pointer("/_meta/progressToken").is_some();
     respond(
@@ -714,19 +713,19 @@ fn session_of(shared: &Shared, headers: &HeaderMap) -> Result<(String, String), 
             None,
         ));
     };
-    if let Some(requested) = header_str(headers, "mcp-protocol-version") {
-        if !LEGACY_VERSIONS.contains(&requested) {
-            return Err(rpc_error(
-                StatusCode::BAD_REQUEST,
-                Value::Null,
-                -32000,
-                format!(
-                    "Bad Request: Unsupported protocol version: {requested} (supported versions: {})",
-                    LEGACY_VERSIONS.join(", ")
-                ),
-                None,
-            ));
-        }
+    if let Some(requested) = header_str(headers, "mcp-protocol-version")
+        && !LEGACY_VERSIONS.contains(&requested)
+    {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            -32000,
+            format!(
+                "Bad Request: Unsupported protocol version: {requested} (supported versions: {})",
+                LEGACY_VERSIONS.join(", ")
+            ),
+            None,
+        ));
     }
     Ok((session_id.to_owned(), version))
 }
@@ -793,10 +792,10 @@ fn respond(
             .collect();
         sse_frames(frames)
     } else {
-        if let Some(sid) = session_id {
-            if let Some(session) = lock(&shared.sessions).get_mut(sid) {
-                related.iter().for_each(|m| session.notify(m));
-            }
+        if let Some(sid) = session_id
+            && let Some(session) = lock(&shared.sessions).get_mut(sid)
+        {
+            related.iter().for_each(|m| session.notify(m));
         }
         json_response(status, &message)
     };

@@ -587,6 +587,20 @@ impl World {
         self.clusters.keys().cloned().collect()
     }
 
+    /// One Kubernetes object as stored (for tests: did a change reach the cluster?).
+    /// `namespace` is ignored for cluster-scoped kinds.
+    pub fn object(
+        &self,
+        cluster: &str,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let res = self.resolve(api_version, kind).ok()?;
+        self.get(cluster, res, namespace, name).ok()
+    }
+
     pub(crate) fn cluster(&self, name: &str) -> Result<&Cluster, UnknownCluster> {
         self.clusters
             .get(name)
@@ -846,10 +860,10 @@ impl World {
         }
         let rv = self.mint_resource_version();
         metadata_mut(&mut obj).insert("resourceVersion".into(), Value::String(rv));
-        if patch.get("spec").is_some() {
-            if let Some(generation) = obj.pointer("/metadata/generation").and_then(Value::as_i64) {
-                metadata_mut(&mut obj).insert("generation".into(), json!(generation + 1));
-            }
+        if patch.get("spec").is_some()
+            && let Some(generation) = obj.pointer("/metadata/generation").and_then(Value::as_i64)
+        {
+            metadata_mut(&mut obj).insert("generation".into(), json!(generation + 1));
         }
         let key = Self::key(res, ns.as_deref(), name)?;
         self.cluster_mut(cluster)?.objects.insert(key, obj.clone());
