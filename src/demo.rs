@@ -141,11 +141,11 @@ Client configuration
 Try it (each is one JSON-RPC request; the policy decides, the upstream answers):
   allowed, logs redacted:
     curl -s {url} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
-      -d '{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"get_pod_logs","arguments":{{"cluster_name":"dev","namespace":"payments","pod_name":"payments-api-7d9f8-crash"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}' \
+      -d '{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"get_pod_logs","arguments":{{"cluster_name":"dev","namespace":"payments","pod_name":"payments-worker-5b7c9d8f6-kq4zt"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}' \
       -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: get_pod_logs'
   denied (Secrets are never read through MCP):
     curl -s {url} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
-      -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"read_k8s_resource","arguments":{{"cluster_name":"dev","kind":"Secret","api_version":"v1","namespace":"payments","name":"payments-db"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}' \
+      -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"read_k8s_resource","arguments":{{"cluster_name":"dev","kind":"Secret","api_version":"v1","namespace":"payments","name":"payments-db-credentials"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}' \
       -H 'mcp-protocol-version: 2026-07-28' -H 'mcp-method: tools/call' -H 'mcp-name: read_k8s_resource'
   the tools this caller may use:
     curl -s {url} -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
