@@ -883,7 +883,7 @@ fn hot_reload_swaps_and_a_broken_file_keeps_the_old_policy() {
     };
     denied(&read_web(&handle), "namespaces.not_allowed");
     let first = handle.current().revision().to_string();
-    assert_eq!(handle.reload().unwrap(), false, "nothing changed");
+    assert!(!handle.reload().unwrap(), "nothing changed");
 
     // A data change: payments-dev may now read `web`.
     let data_path = dir.path().join("data.yaml");
@@ -934,9 +934,8 @@ fn hot_reload_swaps_and_a_broken_file_keeps_the_old_policy() {
 
     // Fixing it clears the error.
     std::fs::write(&data_path, &widened).unwrap();
-    assert_eq!(
-        handle.reload().unwrap(),
-        false,
+    assert!(
+        !handle.reload().unwrap(),
         "same files as the policy in force"
     );
     assert!(handle.last_reload_error().is_none());
