@@ -84,7 +84,7 @@ pub struct AuditUpstream {
     pub error: Option<String>,
 }
 
-/// One decision record. Build it with [`AuditRecord::new`] (or `from_request`) and fill
+/// One decision record. Build it with [`AuditRecord::new`] (or `from_outcome`) and fill
 /// the rest; `arguments` must already be redacted.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AuditRecord {
