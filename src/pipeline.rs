@@ -235,7 +235,7 @@ impl Gateway {
         log.session_id = mcp::header_str(&parts.headers, mcp::H_SESSION_ID).map(str::to_owned);
         if !decision.allow && self.config.policy.mode == PolicyMode::Enforce {
             let resp = deny_response(&msg, &decision);
-            self.finish(log, Some(200)).await;
+            log.emit(&self).await;
             return resp;
         }
         if let Err(resp) = self.audit_gate(msg.id()).await {
@@ -338,7 +338,7 @@ impl Gateway {
         let mut log = RequestLog::new(&input, &decision, self.config.policy.mode, started);
         log.session_id = mcp::header_str(headers, mcp::H_SESSION_ID).map(str::to_owned);
         if !decision.allow && self.config.policy.mode == PolicyMode::Enforce {
-            self.finish(log, Some(403)).await;
+            log.emit(&self).await;
             let body = jsonrpc::error_response(
                 None,
                 jsonrpc::POLICY_DENIED,
@@ -591,13 +591,6 @@ impl Gateway {
                 }
             }
         }
-    }
-
-    async fn finish(&self, mut log: RequestLog, status: Option<u16>) {
-        if log.upstream_status.is_none() {
-            log.upstream_status = status;
-        }
-        log.emit(self).await;
     }
 
     fn resource_metadata_url(&self, headers: &HeaderMap) -> String {
