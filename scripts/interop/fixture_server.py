@@ -30,7 +30,8 @@ import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import Message, UserMessage
 from mcp.server.streamable_http import EventMessage, EventStore
-from mcp_types import JSONRPCMessage
+from mcp.shared.exceptions import MCPError
+from mcp_types import MISSING_REQUIRED_CLIENT_CAPABILITY, JSONRPCMessage
 
 # A 1x1 red PNG and a 1-sample 8 kHz mono 8-bit WAV: the smallest valid media of each kind.
 RED_PIXEL_PNG = base64.b64encode(
@@ -254,6 +255,154 @@ async def test_reconnection(ctx: Context) -> types.CallToolResult:
     return types.CallToolResult(content=[text("Reconnection test completed successfully")])
 
 
+# ---- 2026-07-28 InputRequiredResult (MRTR, SEP-2322) ------------------------------------------
+# In the stateless era a server cannot send requests to the client; a tool instead answers with
+# `resultType: "input_required"` and the client retries the call with `inputResponses` (and the
+# echoed `requestState`, which the SDK seals, so a tampered one is rejected).
+
+
+def ask_name(message: str = "What is your name?") -> types.ElicitRequest:
+    return types.ElicitRequest(
+        method="elicitation/create",
+        params=types.ElicitRequestFormParams(
+            message=message,
+            requested_schema={"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+        ),
+    )
+
+
+def ask_llm(prompt: str, max_tokens: int) -> types.CreateMessageRequest:
+    return types.CreateMessageRequest(
+        method="sampling/createMessage",
+        params=types.CreateMessageRequestParams(
+            messages=[types.SamplingMessage(role="user", content=text(prompt))], max_tokens=max_tokens
+        ),
+    )
+
+
+def ask_roots() -> types.ListRootsRequest:
+    return types.ListRootsRequest(method="roots/list", params=None)
+
+
+def answer(ctx: Context, key: str, kind: type) -> Any:
+    """The client's response under `key`, if it is of the expected kind."""
+    value = (ctx.input_responses or {}).get(key)
+    return value if isinstance(value, kind) else None
+
+
+def sampled_text(result: Any) -> str:
+    content = getattr(result, "content", None)
+    return content.text if isinstance(content, types.TextContent) else str(content)
+
+
+def need(requests: dict[str, Any], state: str | None = None) -> types.InputRequiredResult:
+    return types.InputRequiredResult(input_requests=requests, request_state=state)
+
+
+@server.tool(description="Asks for the user's name through an InputRequiredResult, then greets them")
+def test_input_required_result_elicitation(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    name = answer(ctx, "user_name", types.ElicitResult)
+    if name is None or not isinstance(name.content, dict) or "name" not in name.content:
+        return need({"user_name": ask_name()})
+    return types.CallToolResult(content=[text(f"Hello, {name.content['name']}!")])
+
+
+@server.tool(description="Asks the client's LLM a question through an InputRequiredResult")
+def test_input_required_result_sampling(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    reply = answer(ctx, "capital_question", (types.CreateMessageResult, types.CreateMessageResultWithTools))
+    if reply is None:
+        return need({"capital_question": ask_llm("What is the capital of France?", 100)})
+    return types.CallToolResult(content=[text(f"The model answered: {sampled_text(reply)}")])
+
+
+@server.tool(description="Asks for the client's roots through an InputRequiredResult")
+def test_input_required_result_list_roots(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    roots = answer(ctx, "client_roots", types.ListRootsResult)
+    if roots is None:
+        return need({"client_roots": ask_roots()})
+    listed = ", ".join(str(r.uri) for r in roots.roots) or "(none)"
+    return types.CallToolResult(content=[text(f"Client roots: {listed}")])
+
+
+@server.tool(description="Round-trips requestState through an InputRequiredResult")
+def test_input_required_result_request_state(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    confirm = types.ElicitRequest(
+        method="elicitation/create",
+        params=types.ElicitRequestFormParams(
+            message="Please confirm",
+            requested_schema={"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]},
+        ),
+    )
+    if answer(ctx, "confirm", types.ElicitResult) is None or ctx.request_state != "confirm-round-1":
+        return need({"confirm": confirm}, "confirm-round-1")
+    return types.CallToolResult(content=[text("Confirmed: state-ok")])
+
+
+@server.tool(description="Asks for elicitation, sampling and roots in one InputRequiredResult")
+def test_input_required_result_multiple_inputs(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    name = answer(ctx, "user_name", types.ElicitResult)
+    greeting = answer(ctx, "greeting", (types.CreateMessageResult, types.CreateMessageResultWithTools))
+    roots = answer(ctx, "client_roots", types.ListRootsResult)
+    if name is None or greeting is None or roots is None or ctx.request_state != "multiple-round-1":
+        requests = {"user_name": ask_name(), "greeting": ask_llm("Generate a greeting", 50), "client_roots": ask_roots()}
+        return need(requests, "multiple-round-1")
+    return types.CallToolResult(
+        content=[text(f"name={json.dumps(name.content)}, greeting={sampled_text(greeting)}, roots={len(roots.roots)}")]
+    )
+
+
+@server.tool(description="Two InputRequiredResult rounds with evolving requestState, then a result")
+def test_input_required_result_multi_round(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    color_schema = {"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]}
+    step2 = types.ElicitRequest(
+        method="elicitation/create",
+        params=types.ElicitRequestFormParams(message="Step 2: What is your favorite color?", requested_schema=color_schema),
+    )
+    if ctx.request_state == "multi-round-2" and answer(ctx, "step2", types.ElicitResult) is not None:
+        color = answer(ctx, "step2", types.ElicitResult).content
+        return types.CallToolResult(content=[text(f"Completed both rounds: {json.dumps(color)}")])
+    if ctx.request_state == "multi-round-1" and answer(ctx, "step1", types.ElicitResult) is not None:
+        return need({"step2": step2}, "multi-round-2")
+    return need({"step1": ask_name("Step 1: What is your name?")}, "multi-round-1")
+
+
+@server.tool(description="Issues an integrity-protected requestState; a tampered one is rejected")
+def test_input_required_result_tampered_state(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    if ctx.request_state == "tamper-check-round-1" and answer(ctx, "user_name", types.ElicitResult) is not None:
+        return types.CallToolResult(content=[text("requestState verified")])
+    return need({"user_name": ask_name()}, "tamper-check-round-1")
+
+
+@server.tool(description="Asks only for inputs the client declared capabilities for")
+def test_input_required_result_capabilities(ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+    caps = ctx.client_capabilities
+    requests: dict[str, Any] = {}
+    if caps is not None and caps.sampling is not None and answer(ctx, "llm", types.CreateMessageResult) is None:
+        requests["llm"] = ask_llm("Say hello", 20)
+    if caps is not None and caps.elicitation is not None and answer(ctx, "user_name", types.ElicitResult) is None:
+        requests["user_name"] = ask_name()
+    if caps is not None and caps.roots is not None and answer(ctx, "client_roots", types.ListRootsResult) is None:
+        requests["client_roots"] = ask_roots()
+    if requests:
+        return need(requests)
+    return types.CallToolResult(content=[text("No further input needed")])
+
+
+@server.tool(description="Needs the client's sampling capability; without it the call fails with -32021")
+def test_missing_capability(ctx: Context) -> types.CallToolResult:
+    caps = ctx.client_capabilities
+    if caps is None or caps.sampling is None:
+        required = types.MissingRequiredClientCapabilityErrorData(
+            required_capabilities=types.ClientCapabilities(sampling=types.SamplingCapability())
+        )
+        raise MCPError(
+            MISSING_REQUIRED_CLIENT_CAPABILITY,
+            "this tool needs the sampling capability, which the client did not declare",
+            required.model_dump(by_alias=True, exclude_none=True),
+        )
+    return types.CallToolResult(content=[text("The client declared sampling")])
+
+
 # ---- resources -----------------------------------------------------------------------------------
 
 
@@ -325,6 +474,24 @@ def test_prompt_with_image() -> list[Message]:
         UserMessage(content=image()),
         UserMessage(content=text("Please analyze the image above.")),
     ]
+
+
+@server.prompt(description="A prompt that first asks the user for context (InputRequiredResult)")
+def test_input_required_result_prompt(ctx: Context) -> list[Message] | types.InputRequiredResult:
+    context = answer(ctx, "user_context", types.ElicitResult)
+    if context is None or not isinstance(context.content, dict):
+        schema = {"type": "object", "properties": {"context": {"type": "string"}}, "required": ["context"]}
+        return need(
+            {
+                "user_context": types.ElicitRequest(
+                    method="elicitation/create",
+                    params=types.ElicitRequestFormParams(
+                        message="What context should the prompt use?", requested_schema=schema
+                    ),
+                )
+            }
+        )
+    return [UserMessage(content=text(f"Use this context: {context.content.get('context')}"))]
 
 
 @server.completion()

@@ -392,15 +392,9 @@ fn failures(verdicts: &Verdicts) -> Vec<String> {
         .collect()
 }
 
-/// Conformance checks the fixture does not implement: the tasks extension, the 2026-07-28
-/// `InputRequiredResult` (MRTR) tool set, and the `test_missing_capability` diagnostic tool of
-/// `server-stateless`. They fail directly and must fail the same way through the gateway.
-const FIXTURE_GAPS: &[&str] = &[
-    "tasks-",
-    "input-required-result-",
-    "server-stateless/sep-2575-server-rejects-undeclared-capability",
-    "server-stateless/sep-2575-missing-capability-http-400",
-];
+/// Conformance checks the fixture does not implement: the tasks extension (`tasks-*`
+/// scenarios, experimental). They fail directly and must fail the same way through the gateway.
+const FIXTURE_GAPS: &[&str] = &["tasks-"];
 
 fn is_fixture_gap(check: &str) -> bool {
     FIXTURE_GAPS.iter().any(|gap| check.starts_with(gap))
