@@ -39,6 +39,14 @@ enum Command {
         #[arg(long, default_value = "payments-dev", value_delimiter = ',')]
         groups: Vec<String>,
     },
+    /// Run only the embedded EKS-like upstream (for load benchmarks and client experiments).
+    Upstream {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Answer requests with SSE instead of JSON.
+        #[arg(long)]
+        sse: bool,
+    },
     /// Validate a configuration file and the policies it names, then exit.
     Check {
         #[arg(long, short)]
@@ -91,6 +99,24 @@ fn main() -> ExitCode {
             };
             let _telemetry = eks_mcp_gateway::telemetry::init(&Default::default());
             eks_mcp_gateway::demo::run(opts, eks_mcp_gateway::front::shutdown_signal()).await
+        }),
+        Command::Upstream { listen, sse } => run_async(async move {
+            use eks_mcp_gateway::sim;
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            let cfg = sim::SimConfig {
+                response_mode: if sse {
+                    sim::ResponseMode::Sse
+                } else {
+                    sim::ResponseMode::Json
+                },
+                ..sim::SimConfig::default()
+            };
+            let handle = sim::start(cfg, listener).await?;
+            // The first stdout line is the URL; scripts and benches read it.
+            println!("{}", handle.url());
+            eks_mcp_gateway::front::shutdown_signal().await;
+            handle.shutdown();
+            Ok(())
         }),
         Command::Check { config } => check(&config),
         Command::Policy {

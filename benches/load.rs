@@ -1,0 +1,323 @@
+//! Bounded load benchmark: the embedded EKS-like upstream directly vs through the gateway,
+//! in one run, each in its own process, printing req/s, p50/p99 latency and the gateway's
+//! peak RSS.
+//!
+//! `cargo bench --bench load` runs the full benchmark (2,000 tools/call per second for 10 s
+//! per phase, then a closed-loop throughput phase). Without `--bench` (as `cargo test
+//! --benches` runs it) it does a short smoke run so the benchmark keeps working.
+//!
+//! The gateway runs as configured in production minus SigV4 (the upstream is plain loopback
+//! http): shipped policies, redaction, a file audit sink, metrics.
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+struct Settings {
+    rate: u64,
+    seconds: u64,
+    closed_loop_seconds: u64,
+    workers: usize,
+}
+
+struct Phase {
+    name: String,
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Phase {
+    fn pct(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i]
+    }
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let settings = if full {
+        Settings {
+            rate: 2000,
+            seconds: 10,
+            closed_loop_seconds: 5,
+            workers: 64,
+        }
+    } else {
+        Settings {
+            rate: 200,
+            seconds: 1,
+            closed_loop_seconds: 1,
+            workers: 8,
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(settings, full));
+}
+
+async fn run(s: Settings, full: bool) {
+    let bin = env!("CARGO_BIN_EXE_eks-mcp-gateway");
+    let repo = env!("CARGO_MANIFEST_DIR");
+    // Upstream in its own process; its first stdout line is its URL.
+    let mut up = Command::new(bin)
+        .args(["upstream", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start upstream");
+    let mut line = String::new();
+    BufReader::new(up.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _upstream = Proc(up);
+    let upstream_url = line.trim().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {repo}/policies\n  hot_reload: false\nauth:\n  mode: static\n  principal: load@example.com\n  groups: [platform-admins]\naudit:\n  sink: {}\ntracing:\n  log_format: text\n",
+        dir.path().join("audit.jsonl").display()
+    );
+    let cfg_path = dir.path().join("gateway.yaml");
+    std::fs::write(&cfg_path, config).unwrap();
+    let gw = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start gateway");
+    let gw_pid = gw.id();
+    let _gateway = Proc(gw);
+    let gateway_url = format!("http://127.0.0.1:{port}/mcp");
+
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http();
+    wait_ready(&client, &format!("http://127.0.0.1:{port}/readyz")).await;
+
+    let mut phases = Vec::new();
+    for (name, url) in [("direct", &upstream_url), ("gateway", &gateway_url)] {
+        open_loop(&client, url, s.rate, Duration::from_secs(1)).await; // warm-up
+        let mut p = open_loop(&client, url, s.rate, Duration::from_secs(s.seconds)).await;
+        p.name = format!("{name} @ {}/s", s.rate);
+        phases.push(p);
+    }
+    for (name, url) in [("direct", &upstream_url), ("gateway", &gateway_url)] {
+        let mut p = closed_loop(
+            &client,
+            url,
+            s.workers,
+            Duration::from_secs(s.closed_loop_seconds),
+        )
+        .await;
+        p.name = format!("{name} max ({} conns)", s.workers);
+        phases.push(p);
+    }
+    let rss = peak_rss_kib(gw_pid);
+
+    println!(
+        "\nload benchmark: stateless tools/call list_k8s_resources (~1 KB result){}",
+        if full { "" } else { " [smoke run]" }
+    );
+    println!(
+        "{:<28} {:>9} {:>8} {:>10} {:>10}",
+        "phase", "req/s", "errors", "p50", "p99"
+    );
+    for p in &phases {
+        println!(
+            "{:<28} {:>9.0} {:>8} {:>10.3?} {:>10.3?}",
+            p.name,
+            p.rps(),
+            p.errors,
+            p.pct(0.50),
+            p.pct(0.99)
+        );
+    }
+    let added_p99 = phases[1].pct(0.99).saturating_sub(phases[0].pct(0.99));
+    let ratio = phases[3].rps() / phases[2].rps();
+    println!("gateway added p99 at {}/s: {:.3?}", s.rate, added_p99);
+    println!(
+        "gateway throughput vs direct (closed loop): {:.0}%",
+        ratio * 100.0
+    );
+    println!("gateway peak RSS: {:.1} MB", rss as f64 / 1024.0);
+    for p in &phases {
+        assert!(p.requests > 0, "{}: no request completed", p.name);
+        assert_eq!(p.errors, 0, "{}: requests failed", p.name);
+    }
+}
+
+fn body(id: u64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"list_k8s_resources","arguments":{{"cluster_name":"dev","kind":"Deployment","api_version":"apps/v1","namespace":"payments"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
+    ))
+}
+
+async fn one(client: &Client<HttpConnector, Full<Bytes>>, url: &str, id: u64) -> bool {
+    let req = Request::post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "list_k8s_resources")
+        .body(Full::new(body(id)))
+        .unwrap();
+    match client.request(req).await {
+        Ok(resp) => {
+            let ok = resp.status().is_success();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            ok && contains(&body, b"\"result\"") && !contains(&body, b"\"isError\":true")
+        }
+        Err(_) => false,
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Requests sent on a fixed schedule regardless of how fast answers come back; latency is
+/// measured from the scheduled send time, so a stall shows up in the percentiles.
+async fn open_loop(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    rate: u64,
+    dur: Duration,
+) -> Phase {
+    let total = (rate * dur.as_secs()).max(1);
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let at = start + interval * i as u32;
+        tokio::time::sleep_until(at).await;
+        let client = client.clone();
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let ok = one(&client, &url, i).await;
+            (ok, at.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    let mut errors = 0;
+    for t in tasks {
+        let (ok, lat) = t.await.unwrap();
+        if !ok {
+            errors += 1;
+        }
+        latencies.push(lat);
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    Phase {
+        name: String::new(),
+        requests: total as usize,
+        errors,
+        elapsed,
+        latencies,
+    }
+}
+
+/// `workers` connections sending back to back: the throughput ceiling.
+async fn closed_loop(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    workers: usize,
+    dur: Duration,
+) -> Phase {
+    let start = Instant::now();
+    let stop = start + dur;
+    let results = Arc::new(std::sync::Mutex::new((Vec::new(), 0usize)));
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (client, url, results) = (client.clone(), url.to_owned(), results.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < stop {
+                let t = Instant::now();
+                let ok = one(&client, &url, (w as u64) << 32 | i).await;
+                let mut r = results.lock().unwrap();
+                r.0.push(t.elapsed());
+                if !ok {
+                    r.1 += 1;
+                }
+                i += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let (mut latencies, errors) = std::mem::take(&mut *results.lock().unwrap());
+    latencies.sort();
+    Phase {
+        name: String::new(),
+        requests: latencies.len(),
+        errors,
+        elapsed,
+        latencies,
+    }
+}
+
+async fn wait_ready(client: &Client<HttpConnector, Full<Bytes>>, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+        if let Ok(r) = client.request(req).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "gateway did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// VmHWM of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

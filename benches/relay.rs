@@ -1,0 +1,105 @@
+//! The per-message parse and relay path, without sockets: what the gateway does to one
+//! request on the way in (strict parse, era and header checks, re-serialisation) and to one
+//! response message on the way out (JSON parse, redaction, serialisation), and the SSE
+//! framing around a message. Run: `cargo bench --bench relay`.
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use eks_mcp_gateway::jsonrpc::parse_message;
+use eks_mcp_gateway::mcp;
+use eks_mcp_gateway::redact::Redactor;
+use eks_mcp_gateway::sse::{SseItem, SseParser, encode_event};
+use http::HeaderMap;
+use serde_json::{Value, json};
+
+fn request_bytes() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "jsonrpc": "2.0", "id": 42, "method": "tools/call",
+        "params": {
+            "name": "list_k8s_resources",
+            "arguments": {"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments", "label_selector": "app=payments-api"},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "progressToken": "p-42"}
+        }
+    }))
+    .unwrap()
+}
+
+/// A `list_k8s_resources` result of ~4 KB, shaped like the EKS MCP server's.
+fn response_value() -> Value {
+    let items: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({
+                "name": format!("payments-api-6d8f7b9c4-{i:05}"), "namespace": "payments",
+                "creation_timestamp": "2026-11-24T14:00:00Z",
+                "labels": {"app": "payments-api", "pod-template-hash": "6d8f7b9c4"},
+                "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-24T13:59:00Z"}
+            })
+        })
+        .collect();
+    let doc = json!({"kind": "Pod", "api_version": "v1", "namespace": "payments", "count": items.len(), "items": items});
+    json!({"jsonrpc": "2.0", "id": 42, "result": {"content": [
+        {"type": "text", "text": "Successfully listed 20 Pod resources in payments/all namespaces"},
+        {"type": "text", "text": doc.to_string()}
+    ], "isError": false}})
+}
+
+fn stateless_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("mcp-protocol-version", "2026-07-28".parse().unwrap());
+    h.insert("mcp-method", "tools/call".parse().unwrap());
+    h.insert("mcp-name", "list_k8s_resources".parse().unwrap());
+    h
+}
+
+fn bench(c: &mut Criterion) {
+    let req = request_bytes();
+    let headers = stateless_headers();
+    let mut g = c.benchmark_group("request");
+    g.throughput(Throughput::Bytes(req.len() as u64));
+    g.bench_function("parse_check_reserialise", |b| {
+        b.iter(|| {
+            let msg = parse_message(black_box(&req)).unwrap();
+            let (era, _) = mcp::era_of(&headers, &msg);
+            mcp::check_headers(&headers, &msg, era).unwrap();
+            black_box(msg.to_bytes())
+        })
+    });
+    g.finish();
+
+    let redactor = Redactor::builtin();
+    let profiles = vec!["baseline".to_string()];
+    let resp = serde_json::to_vec(&response_value()).unwrap();
+    let mut g = c.benchmark_group("response");
+    g.throughput(Throughput::Bytes(resp.len() as u64));
+    g.bench_function("json_parse_redact_serialise", |b| {
+        b.iter(|| {
+            let mut v: Value = serde_json::from_slice(black_box(&resp)).unwrap();
+            let found = redactor.redact_message(&mut v, &profiles);
+            black_box((serde_json::to_vec(&v).unwrap(), found))
+        })
+    });
+    let framed = format!(
+        "event: message\nid: 7\ndata: {}\n\n",
+        String::from_utf8_lossy(&resp)
+    )
+    .into_bytes();
+    g.bench_function("sse_event_parse_redact_encode", |b| {
+        b.iter(|| {
+            let mut parser = SseParser::new(32 << 20);
+            let mut out = Vec::new();
+            for item in parser.push(black_box(&framed)).unwrap() {
+                if let SseItem::Event(mut ev) = item {
+                    let mut v: Value = serde_json::from_str(&ev.data).unwrap();
+                    redactor.redact_message(&mut v, &profiles);
+                    ev.data = serde_json::to_string(&v).unwrap();
+                    out.push(encode_event(&ev));
+                }
+            }
+            black_box(out)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
