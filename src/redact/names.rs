@@ -37,6 +37,7 @@ const STEMS: &[&str] = &[
     "hmackey",
     "licensekey",
     "authorization",
+    "cookie",
 ];
 
 /// Last words that make the value metadata about a credential, not the credential.
@@ -150,6 +151,31 @@ const NON_SECRET_LAST: &[&str] = &[
     "sha",
     "sha256",
     "checksum",
+    // Source and config file names (`secret_controller.go:88]`, `token_cache.py:12`).
+    "go",
+    "py",
+    "java",
+    "rs",
+    "js",
+    "ts",
+    "rb",
+    "kt",
+    "scala",
+    "php",
+    "cs",
+    "cc",
+    "cpp",
+    "yaml",
+    "yml",
+    "json",
+    "xml",
+    "toml",
+    "ini",
+    "txt",
+    "log",
+    "sh",
+    "html",
+    "md",
 ];
 
 /// Words before a final `key` that make it a non-secret key (`PARTITION_KEY`, `SORT_KEY`).
@@ -253,6 +279,9 @@ pub(crate) fn classify(name: &str) -> Option<Det> {
     if name.len() > 96 {
         return None;
     }
+    // Domain-prefixed keys (`authorization.k8s.io/decision`, `vault.hashicorp.com/role`): the
+    // prefix is a namespace, the part after the last `/` is the name.
+    let name = name.rsplit('/').next().unwrap_or(name);
     let words = split_words(name);
     let last = words.last()?;
     let joined: String = words.concat();
@@ -387,6 +416,9 @@ mod tests {
             "monkey",
             "bypass",
             "token_created_at",
+            "authorization.k8s.io/decision",
+            "secrets-store.csi.k8s.io/used",
+            "secret_controller.go",
         ] {
             assert_eq!(classify(n), None, "{n}");
         }

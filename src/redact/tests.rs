@@ -197,6 +197,7 @@ fn assignments_in_log_lines() {
         "password=${DB_PASSWORD} secret=null token=\"\"",
         "tokenizer=bert-base PWD=/home/app",
         "Mounted secret: default-token-abc? no separator here: secret \"db\" not found",
+        "failed to fetch anonymous token: unexpected status from GET",
     ] {
         let (out, found) = text(clean);
         if clean.starts_with("Mounted") {

@@ -71,6 +71,7 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "auth",
     "opaque",
     "certificate-data",
+    "cookie",
 ];
 
 /// `(trigger literals, detector, anchored regex)` for fixed token formats.
@@ -406,7 +407,9 @@ impl TextScanner {
             b'{' | b'[' => return (None, en),
             _ => {
                 let vs = i;
-                let authz = key.to_ascii_lowercase().ends_with("authorization");
+                // Header values (`Authorization: Bearer x`, `Cookie: a=1; session=x`) run to the end.
+                let lk = key.to_ascii_lowercase();
+                let authz = lk.ends_with("authorization") || lk.ends_with("cookie");
                 let mut ve = if yaml || authz {
                     line_end(b, vs)
                 } else {
@@ -439,6 +442,18 @@ impl TextScanner {
                 (vs, ve)
             }
         };
+        // Prose, not an assignment: `failed to fetch anonymous token: unexpected status`.
+        // A lower-case word after `key: ` that the sentence continues past is not a secret
+        // (`password: letmein` at the end of a line or before punctuation still is).
+        let unquoted = vs == i;
+        if colon && unquoted && !yaml {
+            let word = b[vs..ve].iter().all(u8::is_ascii_lowercase);
+            let continues =
+                b.get(ve) == Some(&b' ') && b.get(ve + 1).is_some_and(u8::is_ascii_lowercase);
+            if word && continues {
+                return (None, en);
+            }
+        }
         if !is_secret_value(&s[vs..ve]) {
             return (None, en);
         }
@@ -520,6 +535,13 @@ fn is_secret_value(v: &str) -> bool {
         return false;
     }
     if t.starts_with("${") || t.starts_with("{{") || t.starts_with("$(") {
+        return false;
+    }
+    // `kubectl describe secret` prints sizes, not values: `password:  16 bytes`.
+    if let Some(n) = t.strip_suffix(" bytes")
+        && !n.is_empty()
+        && n.bytes().all(|c| c.is_ascii_digit())
+    {
         return false;
     }
     !matches!(

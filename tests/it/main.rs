@@ -10,4 +10,5 @@ mod identity;
 mod telemetry;
 mod signing;
 mod credentials;
+mod redaction;
 mod interop;
