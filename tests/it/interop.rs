@@ -405,10 +405,9 @@ fn is_fixture_gap(check: &str) -> bool {
 /// the same verdicts, including DNS-rebinding protection (the gateway's own Origin/Host checks)
 /// and, in 0.2.0-alpha.12, the 2026-07-28 header validation (`Mcp-Method`, `Mcp-Name`,
 /// `Mcp-Param-*` forwarded intact) and stateless scenarios.
-async fn conformance_direct_vs_gateway(suite: &Path) {
-    let tools = Tools::locate();
-    let fixture = start_fixture(&tools).await;
-    let direct = conformance(&tools, suite, &fixture.url).await;
+async fn conformance_direct_vs_gateway(tools: &Tools, suite: &Path) {
+    let fixture = start_fixture(tools).await;
+    let direct = conformance(tools, suite, &fixture.url).await;
     let unexpected: Vec<String> = failures(&direct.verdicts)
         .into_iter()
         .filter(|f| !is_fixture_gap(f))
@@ -420,7 +419,7 @@ async fn conformance_direct_vs_gateway(suite: &Path) {
         fixture.output_tail()
     );
     let gateway = gateway_in_front_of(&fixture.url).await;
-    let through = conformance(&tools, suite, &gateway.url).await;
+    let through = conformance(tools, suite, &gateway.url).await;
     let only_through: Vec<String> = failures(&through.verdicts)
         .into_iter()
         .filter(|f| !failures(&direct.verdicts).contains(f))
@@ -446,13 +445,13 @@ async fn conformance_direct_vs_gateway(suite: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interop_conformance_0_1_16_same_verdicts_direct_and_through_gateway() {
     let tools = Tools::locate();
-    conformance_direct_vs_gateway(&tools.conformance).await;
+    conformance_direct_vs_gateway(&tools, &tools.conformance).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interop_conformance_0_2_0_alpha_12_same_verdicts_direct_and_through_gateway() {
     let tools = Tools::locate();
-    conformance_direct_vs_gateway(&tools.conformance_next).await;
+    conformance_direct_vs_gateway(&tools, &tools.conformance_next).await;
 }
 
 /// server-everything (TypeScript SDK) is not a complete fixture, so some scenarios fail on it;
