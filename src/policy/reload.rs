@@ -121,18 +121,22 @@ impl PolicyHandle {
     }
 
     fn record_failure(&self, revision: Option<String>, e: &PolicyError) {
-        crate::metrics::global()
-            .policy_reloads_total
-            .with_label_values(&["error"])
-            .inc();
-        tracing::error!(
-            dir = %self.cfg.dir.display(),
-            kept = %self.current.load().revision(),
-            error = %e,
-            "policy reload failed; the previous policy stays in force"
-        );
+        let message = e.to_string();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.last_error = Some(e.to_string());
+        // The same failure seen again on the next poll is not news.
+        if st.last_error.as_deref() != Some(message.as_str()) {
+            crate::metrics::global()
+                .policy_reloads_total
+                .with_label_values(&["error"])
+                .inc();
+            tracing::error!(
+                dir = %self.cfg.dir.display(),
+                kept = %self.current.load().revision(),
+                error = %message,
+                "policy reload failed; the previous policy stays in force"
+            );
+        }
+        st.last_error = Some(message);
         st.failed_revision = revision;
     }
 
