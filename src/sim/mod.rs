@@ -139,6 +139,8 @@ pub(crate) struct Shared {
     catalogue: tools::Catalogue,
     world: Mutex<World>,
     sessions: Mutex<HashMap<String, transport::Session>>,
+    /// Open stateless-era `subscriptions/listen` streams.
+    listeners: Mutex<Vec<transport::Listener>>,
     received: Mutex<Vec<ReceivedRequest>>,
     credentials: Mutex<Option<SimCredentials>>,
     expired_tokens: Mutex<Vec<String>>,
@@ -197,6 +199,15 @@ impl SimHandle {
         lock(&self.shared.received).clear();
     }
 
+    /// Number of open stateless-era `subscriptions/listen` streams (closed ones are pruned
+    /// on the next notification).
+    pub fn listener_count(&self) -> usize {
+        lock(&self.shared.listeners)
+            .iter()
+            .filter(|l| l.is_open())
+            .count()
+    }
+
     /// Number of live legacy-era sessions.
     pub fn session_count(&self) -> usize {
         lock(&self.shared.sessions).len()
@@ -234,8 +245,9 @@ impl SimHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        // Dropping the sessions drops their stream senders, which ends every GET stream.
+        // Dropping the senders ends every GET and listen stream.
         lock(&self.shared.sessions).clear();
+        lock(&self.shared.listeners).clear();
     }
 }
 
@@ -272,6 +284,7 @@ pub async fn start(
         catalogue: tools::Catalogue::new(cfg.tool_names),
         world: Mutex::new(World::sample()),
         sessions: Mutex::new(HashMap::new()),
+        listeners: Mutex::new(Vec::new()),
         received: Mutex::new(Vec::new()),
         credentials: Mutex::new(cfg.credentials.clone()),
         expired_tokens: Mutex::new(Vec::new()),
@@ -314,5 +327,6 @@ async fn serve(
     }
     drop(listener);
     lock(&shared.sessions).clear();
+    lock(&shared.listeners).clear();
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
 }

@@ -87,6 +87,32 @@ impl Session {
     }
 }
 
+/// A stateless-era `subscriptions/listen` stream and what it opted in to.
+pub(crate) struct Listener {
+    tx: mpsc::UnboundedSender<Bytes>,
+    subscription_id: Value,
+    resources_list_changed: bool,
+}
+
+impl Listener {
+    pub(crate) fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Deliver `message` if the listener asked for it; false once the client has gone.
+    fn deliver(&self, message: &Value) -> bool {
+        if message["method"] != "notifications/resources/list_changed"
+            || !self.resources_list_changed
+        {
+            return self.is_open();
+        }
+        let mut tagged = message.clone();
+        tagged["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] =
+            self.subscription_id.clone();
+        self.tx.send(sse_event(&tagged)).is_ok()
+    }
+}
+
 /// An SSE body fed by a channel, with optional keep-alive comments while idle.
 struct SseBody {
     rx: mpsc::UnboundedReceiver<Bytes>,
@@ -618,10 +644,51 @@ fn stateless(
             Some(json!({"supported": rpc::supported_versions(), "requested": version})),
         );
     }
+    if method == "subscriptions/listen" {
+        return listen(shared, id, params);
+    }
     let era = Era::Stateless;
     let handled = rpc::handle(shared, &era, method, params);
     let wants_progress = params.pointer("/_meta/progressToken").is_some();
     respond(shared, None, id, handled, wants_progress, true)
+}
+
+/// `subscriptions/listen`: a long-lived SSE response that acknowledges the honoured subset
+/// of the requested notifications, then carries them, tagged with the subscription id,
+/// until the client closes it. Only resource-list changes ever happen in the simulator.
+fn listen(shared: &Shared, id: Value, params: &Value) -> Response<SimBody> {
+    let requested = &params["notifications"];
+    if !requested.is_object() {
+        return rpc_error(
+            StatusCode::OK,
+            id,
+            -32602,
+            "Invalid params: subscriptions/listen requires a 'notifications' object",
+            None,
+        );
+    }
+    let resources_list_changed = requested["resourcesListChanged"] == true;
+    let mut honoured = serde_json::Map::new();
+    if resources_list_changed {
+        honoured.insert("resourcesListChanged".into(), Value::Bool(true));
+    }
+    let ack = rpc::notification(
+        "notifications/subscriptions/acknowledged",
+        json!({"_meta": {"io.modelcontextprotocol/subscriptionId": id}, "notifications": honoured}),
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = tx.send(sse_event(&ack));
+    lock(&shared.listeners).push(Listener {
+        tx,
+        subscription_id: id,
+        resources_list_changed,
+    });
+    let period = shared.cfg.keepalive;
+    let keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    sse_response(SseBody {
+        rx,
+        keepalive: Some(keepalive),
+    })
 }
 
 fn session_era(
@@ -775,6 +842,8 @@ fn respond(
         for session in sessions.values_mut() {
             broadcast.iter().for_each(|m| session.notify(m));
         }
+        drop(sessions);
+        lock(&shared.listeners).retain(|l| broadcast.iter().all(|m| l.deliver(m)));
     }
 
     let sse = status == StatusCode::OK

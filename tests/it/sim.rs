@@ -857,3 +857,99 @@ async fn open_source_tool_names_are_available() {
         "unknown tool is a protocol error"
     );
 }
+
+#[tokio::test]
+async fn stateless_listen_stream_carries_tagged_list_changes() {
+    let sim = start(SimConfig {
+        keepalive: Duration::from_millis(50),
+        ..SimConfig::default()
+    })
+    .await;
+    let url = sim.url();
+    let listen = stateless_body(
+        40,
+        "subscriptions/listen",
+        json!({"notifications": {"resourcesListChanged": true, "toolsListChanged": true}}),
+    );
+    let resp = client()
+        .request(
+            Request::post(&url)
+                .header("content-type", "application/json")
+                .header("accept", ACCEPT_BOTH)
+                .header("mcp-protocol-version", STATELESS)
+                .header("mcp-method", "subscriptions/listen")
+                .body(Full::new(Bytes::from(listen.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = resp.into_body();
+
+    let create = post(
+        &url,
+        &stateless_body(41, "tools/call", json!({"name": "manage_k8s_resource", "arguments": {
+            "operation": "create", "cluster_name": "prod", "kind": "Namespace", "api_version": "v1", "name": "audit", "body": {}}})),
+        &[("mcp-protocol-version", STATELESS), ("mcp-method", "tools/call"), ("mcp-name", "manage_k8s_resource")],
+    )
+    .await;
+    assert_eq!(
+        create.json()["result"]["isError"],
+        false,
+        "{}",
+        create.tool_text()
+    );
+
+    let mut text = String::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            if text.contains("list_changed") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("listen stream delivered the change");
+    let messages: Vec<Value> = sse_events(&text)
+        .into_iter()
+        .filter(|e| !e.data.is_empty())
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    assert_eq!(
+        messages[0]["method"],
+        "notifications/subscriptions/acknowledged"
+    );
+    assert_eq!(
+        messages[0]["params"]["notifications"],
+        json!({"resourcesListChanged": true}),
+        "only what can happen is honoured"
+    );
+    let change = messages
+        .iter()
+        .find(|m| m["method"] == "notifications/resources/list_changed")
+        .unwrap();
+    assert_eq!(
+        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        40
+    );
+
+    assert_eq!(sim.listener_count(), 1);
+    drop(body);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while sim.listener_count() != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("closing the stream ends the subscription");
+}
