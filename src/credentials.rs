@@ -32,7 +32,8 @@ use crate::identity::Principal;
 
 /// Refresh this long before expiry at the latest.
 const REFRESH_AHEAD: Duration = Duration::from_secs(300);
-/// Credentials closer than this to expiry are not used when fresher ones can be fetched.
+/// Credentials closer than this to expiry (or than a quarter of their lifetime, for very
+/// short-lived ones) are not used when fresher ones can be fetched.
 const USABLE_MARGIN: Duration = Duration::from_secs(5);
 /// Credentials without an expiry (static keys) are re-resolved this often, so a rotated
 /// profile file or environment is picked up without a restart.
@@ -52,11 +53,15 @@ pub fn refresh_at(fetched_at: SystemTime, expiry: SystemTime) -> SystemTime {
     expiry - REFRESH_AHEAD.min(lifetime / 2)
 }
 
-/// True when `creds` can still be used to sign a request at `now`.
-fn usable(creds: &Credentials, now: SystemTime) -> bool {
+/// True when `creds` (fetched at `fetched_at`) can still be used to sign a request at `now`.
+/// The margin is below the refresh lead time, so the background refresh always comes first.
+fn usable(creds: &Credentials, fetched_at: SystemTime, now: SystemTime) -> bool {
     match creds.expiry() {
         None => true,
-        Some(exp) => exp > now + USABLE_MARGIN,
+        Some(exp) => {
+            let lifetime = exp.duration_since(fetched_at).unwrap_or_default();
+            exp > now + USABLE_MARGIN.min(lifetime / 4)
+        }
     }
 }
 
@@ -129,6 +134,9 @@ pub struct CredentialStats {
     pub refreshes: u64,
     /// Failed resolutions.
     pub failures: u64,
+    /// Requests that found no valid credentials and had to wait for a refresh (after
+    /// startup this stays 0 while the background refresh keeps up).
+    pub waited: u64,
 }
 
 struct Held {
@@ -144,6 +152,7 @@ struct CacheInner {
     replanned: tokio::sync::Notify,
     refreshes: AtomicU64,
     failures: AtomicU64,
+    waited: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -180,7 +189,7 @@ impl CacheInner {
     fn current_satisfies(&self, want: Want, now: SystemTime) -> Option<Credentials> {
         let held = self.current.load_full()?;
         let ok = match want {
-            Want::Usable => usable(&held.creds, now),
+            Want::Usable => usable(&held.creds, held.fetched_at, now),
             Want::Fresh => match held.creds.expiry() {
                 Some(exp) => now < refresh_at(held.fetched_at, exp),
                 None => now < held.fetched_at + STATIC_RECHECK,
@@ -263,6 +272,7 @@ impl CredentialCache {
             replanned: tokio::sync::Notify::new(),
             refreshes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
             last_error: Mutex::new(None),
         });
         inner.refresh(Want::Usable).await?;
@@ -279,6 +289,7 @@ impl CredentialCache {
         {
             return Ok(c);
         }
+        self.inner.waited.fetch_add(1, Ordering::Relaxed);
         let result = self.inner.refresh(Want::Usable).await;
         self.inner.replanned.notify_one();
         result
@@ -288,6 +299,7 @@ impl CredentialCache {
         CredentialStats {
             refreshes: self.inner.refreshes.load(Ordering::Relaxed),
             failures: self.inner.failures.load(Ordering::Relaxed),
+            waited: self.inner.waited.load(Ordering::Relaxed),
         }
     }
 
@@ -300,7 +312,7 @@ impl CredentialCache {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match self.inner.current.load_full() {
-            Some(held) if usable(&held.creds, now) => match held.creds.expiry() {
+            Some(held) if usable(&held.creds, held.fetched_at, now) => match held.creds.expiry() {
                 None => CredentialHealth::Ok { expires_in: None },
                 Some(exp) => {
                     let expires_in = exp.duration_since(now).unwrap_or_default();
@@ -562,7 +574,7 @@ impl RoleSessions {
         let slot = self.slot(&key);
         let now = SystemTime::now();
         if let Some(session) = slot.current.load_full()
-            && usable(&session.credentials, now)
+            && usable(&session.credentials, session.fetched_at, now)
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
             if due(&session, now) {
@@ -578,7 +590,7 @@ impl RoleSessions {
         }
         let _flight = slot.lock.lock().await;
         if let Some(session) = slot.current.load_full()
-            && usable(&session.credentials, SystemTime::now())
+            && usable(&session.credentials, session.fetched_at, SystemTime::now())
         {
             // Another request for the same caller fetched it while this one waited.
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -599,7 +611,7 @@ impl RoleSessions {
                 s.current
                     .load()
                     .as_ref()
-                    .is_some_and(|r| usable(&r.credentials, now))
+                    .is_some_and(|r| usable(&r.credentials, r.fetched_at, now))
             });
             if slots.len() >= MAX_ROLE_SESSIONS {
                 // Still full of live sessions: drop the one expiring first.
@@ -899,7 +911,8 @@ mod tests {
             cache.stats(),
             CredentialStats {
                 refreshes: 1,
-                failures: 0
+                failures: 0,
+                waited: 0
             }
         );
         assert!(matches!(
