@@ -185,7 +185,11 @@ impl AuditRecord {
             rec.redactions
                 .extend(arg_redactions.iter().map(|r| AuditRedaction {
                     detector: r.detector.to_owned(),
-                    path: format!("params.arguments{}", path_suffix(&r.path)),
+                    path: if r.path.starts_with('$') {
+                        r.path.clone()
+                    } else {
+                        format!("$.params.arguments{}", path_suffix(&r.path))
+                    },
                 }));
         }
         rec.redactions
@@ -485,7 +489,30 @@ impl AuditSink {
         }
     }
 
-    /// True while the writer reports the sink failing (for `/readyz`).
+    /// Whether records are being written, with a one-line detail for `/readyz`.
+    pub fn readiness(&self) -> (bool, String) {
+        if self.tx.is_none() {
+            return (
+                true,
+                "audit records are discarded (audit.sink: none)".into(),
+            );
+        }
+        if self.failing() {
+            let detail = self
+                .shared
+                .last_error
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default();
+            return (
+                false,
+                format!("audit sink {} is failing: {detail}", self.shared.sink),
+            );
+        }
+        (true, format!("writing to {}", self.shared.sink))
+    }
+
+    /// True while the writer reports the sink failing.
     pub fn failing(&self) -> bool {
         self.shared.failed.load(Ordering::Acquire)
     }

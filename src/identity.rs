@@ -145,8 +145,8 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// Build the authenticator. For `jwt` this fetches the JWKS once; if the issuer is not
-    /// reachable yet, the gateway still starts and fetches on the first token (and `/readyz`
-    /// says so). For `api_key` the key file must load.
+    /// reachable yet, the gateway still starts, refuses tokens with 503 and fetches again on
+    /// the next token ([`Authenticator::readiness`] says so). For `api_key` the key file must load.
     pub async fn from_config(cfg: &AuthConfig) -> Result<Authenticator, AuthError> {
         let mode = match cfg {
             AuthConfig::Static { principal, groups } => Mode::Static(Principal {
@@ -157,13 +157,8 @@ impl Authenticator {
             }),
             AuthConfig::Jwt(jwt) => {
                 let verifier = Arc::new(JwtVerifier::new(jwt)?);
-                crate::health::readiness().set("auth", false, "fetching the issuer's JWKS");
-                match verifier.refresh(true).await {
-                    Ok(()) => crate::health::readiness().set("auth", true, "JWKS loaded"),
-                    Err(e) => {
-                        tracing::warn!(issuer = %jwt.issuer, error = %e, "cannot fetch the JWKS yet; will retry");
-                        crate::health::readiness().set("auth", false, e.to_string());
-                    }
+                if let Err(e) = verifier.refresh(true).await {
+                    tracing::warn!(issuer = %jwt.issuer, error = %e, "cannot fetch the JWKS yet; will retry");
                 }
                 JwtVerifier::spawn_refresher(&verifier);
                 Mode::Jwt(verifier)
@@ -192,6 +187,31 @@ impl Authenticator {
                 };
                 let key = key.filter(|k| !k.is_empty()).ok_or(AuthError::Missing)?;
                 keys.lookup(key)
+            }
+        }
+    }
+
+    /// Whether callers can be authenticated now, with a one-line detail for `/readyz`. JWT
+    /// mode is ready once the issuer's signing keys are loaded.
+    pub fn readiness(&self) -> (bool, String) {
+        match &self.mode {
+            Mode::Static(p) => (true, format!("static principal {}", p.id)),
+            Mode::ApiKey(k) => (
+                true,
+                format!("{} API keys from {}", k.keys.load().len(), k.path.display()),
+            ),
+            Mode::Jwt(v) => {
+                let keys = v.keys.load();
+                if keys.is_empty() {
+                    let why = v.last_error.lock().ok().and_then(|e| e.clone());
+                    (
+                        false,
+                        why.unwrap_or_else(|| "the issuer's JWKS is not loaded yet".into()),
+                    )
+                } else {
+                    let n = keys.by_kid.len() + keys.anonymous.len();
+                    (true, format!("{n} signing keys from {}", v.cfg.issuer))
+                }
             }
         }
     }
@@ -265,6 +285,8 @@ struct JwtVerifier {
     keys: ArcSwap<KeySet>,
     /// Serialises refetches and remembers when the last one happened.
     refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Why the last fetch failed, for readiness.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl JwtVerifier {
@@ -285,6 +307,7 @@ impl JwtVerifier {
             client: https_client()?,
             keys: ArcSwap::from_pointee(KeySet::default()),
             refresh: tokio::sync::Mutex::new(None),
+            last_error: std::sync::Mutex::new(None),
         })
     }
 
@@ -296,14 +319,8 @@ impl JwtVerifier {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(v) = weak.upgrade() else { return };
-                match v.refresh(true).await {
-                    Ok(()) => crate::health::readiness().set("auth", true, "JWKS loaded"),
-                    Err(e) => {
-                        tracing::warn!(issuer = %v.cfg.issuer, error = %e, "JWKS refresh failed; keeping the previous keys");
-                        if v.keys.load().is_empty() {
-                            crate::health::readiness().set("auth", false, e.to_string());
-                        }
-                    }
+                if let Err(e) = v.refresh(true).await {
+                    tracing::warn!(issuer = %v.cfg.issuer, error = %e, "JWKS refresh failed; keeping the previous keys");
                 }
             }
         });
@@ -312,6 +329,17 @@ impl JwtVerifier {
     /// Fetch the JWKS and replace the cached keys. Unless `force`, skip when the last fetch
     /// is younger than `jwks_min_refresh_interval` (unknown-`kid` refetches are rate limited).
     async fn refresh(&self, force: bool) -> Result<(), AuthError> {
+        let result = self.refresh_inner(force).await;
+        if let Ok(mut last) = self.last_error.lock() {
+            match &result {
+                Ok(()) => *last = None,
+                Err(e) => *last = Some(e.to_string()),
+            }
+        }
+        result
+    }
+
+    async fn refresh_inner(&self, force: bool) -> Result<(), AuthError> {
         let mut last = self.refresh.lock().await;
         if !force
             && let Some(t) = *last

@@ -219,6 +219,8 @@ async fn fail_closed_refuses_records_while_the_sink_fails() {
     assert!(matches!(err, AuditError::SinkFailed { .. }), "{err}");
     assert!(err.to_string().contains("/dev/full"), "{err}");
     assert!(sink.failing());
+    let (ready, detail) = sink.readiness();
+    assert!(!ready && detail.contains("/dev/full"), "{detail}");
     assert!(metric() > errors_before, "write errors are counted");
 }
 
@@ -282,4 +284,196 @@ async fn sink_none_accepts_without_writing_and_bad_paths_are_named() {
         err.contains("/nonexistent-dir") && err.contains("Fix"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the gateway
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let resp = client
+        .request(
+            http::Request::get(format!("http://{addr}/metrics"))
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_calls_through_the_gateway_leave_one_clean_record_each() {
+    use crate::harness::Harness;
+    use crate::telemetry::{parse_exposition, sample};
+    use eks_mcp_gateway::sim::{CRASHLOOP_POD, planted};
+
+    let h = Harness::start().await;
+    let before = parse_exposition(&scrape(h.addr).await);
+
+    // (tool, arguments, allowed, redacted on the way back)
+    let secret_manifest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\n  namespace: payments\n\
+         stringData:\n  password: {}\n",
+        planted::DB_PASSWORD
+    );
+    let calls = [
+        (
+            "list_k8s_resources",
+            json!({"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"}),
+            true,
+            false,
+        ),
+        (
+            "get_pod_logs",
+            json!({"cluster_name": "dev", "namespace": "payments", "pod_name": CRASHLOOP_POD}),
+            true,
+            true,
+        ),
+        (
+            "read_k8s_resource",
+            json!({"cluster_name": "dev", "kind": "Secret", "api_version": "v1",
+                   "namespace": "payments", "name": "payments-db-credentials"}),
+            false,
+            false,
+        ),
+        (
+            "apply_yaml",
+            json!({"cluster_name": "dev", "namespace": "payments", "yaml_content": secret_manifest}),
+            false,
+            false,
+        ),
+    ];
+    const ROUNDS: usize = 6;
+    let mut tasks = Vec::new();
+    for round in 0..ROUNDS {
+        let mut client = h.client();
+        let calls = calls.clone();
+        tasks.push(tokio::spawn(async move {
+            // Half the callers use a session, half the stateless era.
+            let session = round % 2 == 0;
+            if session {
+                client.initialize().await;
+            }
+            for (tool, args, allowed, _) in calls {
+                let r = if session {
+                    client.call_tool(tool, args).await
+                } else {
+                    client.stateless_call(tool, args).await
+                };
+                assert_eq!(!r.is_tool_error(), allowed, "{tool}: {}", r.text());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let expected_calls = ROUNDS * calls.len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let recs: Vec<Value> = crate::harness::read_jsonl(&h.audit_path)
+            .into_iter()
+            .filter(|r| r["method"] == "tools/call")
+            .collect();
+        if recs.len() >= expected_calls || tokio::time::Instant::now() > deadline {
+            break recs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        records.len(),
+        expected_calls,
+        "exactly one record per tool call"
+    );
+    for (tool, _, allowed, redacted) in &calls {
+        let mine: Vec<&Value> = records.iter().filter(|r| r["tool"] == *tool).collect();
+        assert_eq!(mine.len(), ROUNDS, "{tool}");
+        for r in mine {
+            assert_eq!(r["decision"]["allow"], *allowed, "{tool}: {r}");
+            assert_eq!(r["principal"]["id"], "alice@example.com");
+            assert_eq!(r["facts"]["cluster"], "dev", "{tool}: {r}");
+            if !allowed {
+                assert!(
+                    !r["decision"]["reasons"].as_array().unwrap().is_empty(),
+                    "{r}"
+                );
+                assert!(
+                    !r["decision"]["rules"].as_array().unwrap().is_empty(),
+                    "{r}"
+                );
+                assert!(
+                    r["upstream"].is_null(),
+                    "denied calls never went upstream: {r}"
+                );
+            } else {
+                assert_eq!(r["upstream"]["status"], 200, "{tool}: {r}");
+            }
+            if *redacted {
+                assert!(
+                    !r["redactions"].as_array().unwrap().is_empty(),
+                    "{tool}: {r}"
+                );
+            }
+            for red in r["redactions"].as_array().unwrap() {
+                assert!(red["path"].as_str().unwrap().starts_with("$."), "{red}");
+                assert!(red["detector"].is_string(), "{red}");
+            }
+        }
+    }
+    let stateless = records.iter().filter(|r| r["era"] == "stateless").count();
+    assert_eq!(stateless, ROUNDS / 2 * calls.len());
+    for r in records.iter().filter(|r| r["era"] == "session") {
+        let s = r["session"]
+            .as_str()
+            .expect("session calls carry the session hash");
+        assert_eq!(s.len(), 16, "a hash, not the id: {s}");
+    }
+
+    let applied = records.iter().find(|r| r["tool"] == "apply_yaml").unwrap();
+    let yaml = applied["arguments"]["yaml_content"].as_str().unwrap();
+    assert!(
+        yaml.contains("[REDACTED:"),
+        "arguments are recorded redacted: {yaml}"
+    );
+
+    // No planted secret anywhere in the audit output (arguments were redacted first).
+    let raw = std::fs::read_to_string(&h.audit_path).unwrap();
+    for secret in planted::ALL {
+        assert!(
+            !raw.contains(secret),
+            "planted secret {secret:?} reached the audit log"
+        );
+    }
+
+    // The same calls moved the counters.
+    let after = parse_exposition(&scrape(h.addr).await);
+    for (tool, _, allowed, _) in &calls {
+        let labels = [
+            ("method", "tools/call"),
+            ("tool", *tool),
+            ("decision", if *allowed { "allow" } else { "deny" }),
+        ];
+        let moved = sample(&after, "mcp_gateway_requests_total", &labels)
+            - sample(&before, "mcp_gateway_requests_total", &labels);
+        assert!(moved >= ROUNDS as f64, "{tool}: counter moved by {moved}");
+    }
+    assert!(
+        parse_count_all(&after, "mcp_gateway_redactions_total")
+            > parse_count_all(&before, "mcp_gateway_redactions_total"),
+        "redactions are counted"
+    );
+    h.stop().await;
+}
+
+/// Sum of every series of a counter family.
+fn parse_count_all(
+    families: &std::collections::HashMap<String, crate::telemetry::Family>,
+    name: &str,
+) -> f64 {
+    families.get(name).map(|f| f.total()).unwrap_or(0.0)
 }

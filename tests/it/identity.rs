@@ -252,6 +252,7 @@ async fn jwt_rs256_and_es256_tokens_name_the_caller_and_groups() {
         .unwrap();
     assert_eq!(p.id, "bob");
     assert_eq!(p.groups, vec!["readers", "sre"]);
+    assert!(auth.readiness().0, "{}", auth.readiness().1);
 
     let doc = auth
         .protected_resource_metadata("https://gw.example/mcp")
@@ -432,6 +433,9 @@ async fn jwt_issuer_unreachable_fails_closed_with_503() {
     );
     let cfg: AuthConfig = serde_yaml::from_str(&yaml).unwrap();
     let auth = Authenticator::from_config(&cfg).await.unwrap();
+    let (ready, detail) = auth.readiness();
+    assert!(!ready, "not ready without signing keys");
+    assert!(detail.contains(&addr.to_string()), "{detail}");
     let key = RsaKey::new("k");
     let claims =
         json!({"iss": format!("http://{addr}"), "aud": "a", "sub": "s", "exp": now() + 60});

@@ -261,15 +261,22 @@ fn without_an_exporter_nothing_is_injected() {
 // Prometheus exposition
 
 #[derive(Debug, Default)]
-struct Family {
+pub(crate) struct Family {
     kind: String,
     samples: Vec<(String, HashMap<String, String>, f64)>,
+}
+
+impl Family {
+    /// Sum over every series (for a counter: all label combinations).
+    pub(crate) fn total(&self) -> f64 {
+        self.samples.iter().map(|s| s.2).sum()
+    }
 }
 
 /// A strict reader of the Prometheus text exposition format (0.0.4): every sample belongs
 /// to a family declared by `# TYPE`, names and labels are well formed, values are numbers,
 /// histogram buckets are cumulative and end in `+Inf` equal to `_count`.
-fn parse_exposition(text: &str) -> HashMap<String, Family> {
+pub(crate) fn parse_exposition(text: &str) -> HashMap<String, Family> {
     let name_ok = |n: &str| {
         !n.is_empty()
             && n.chars().enumerate().all(|(i, c)| {
@@ -391,7 +398,11 @@ fn parse_exposition(text: &str) -> HashMap<String, Family> {
     families
 }
 
-fn sample(families: &HashMap<String, Family>, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sample(
+    families: &HashMap<String, Family>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     families
         .values()
         .flat_map(|f| f.samples.iter())
