@@ -219,6 +219,22 @@ const NON_SECRET_KEY_QUALIFIERS: &[&str] = &[
     "i18n",
     "sequence",
     "request",
+    "parameter",
+    "output",
+    "input",
+    "attribute",
+    "field",
+    "property",
+    "resource",
+    "state",
+    "header",
+    "item",
+    "entry",
+    "file",
+    "lock",
+    "search",
+    "join",
+    "lookup_table",
 ];
 
 /// Whole names (words joined) that are never credentials.
@@ -419,6 +435,8 @@ mod tests {
             "authorization.k8s.io/decision",
             "secrets-store.csi.k8s.io/used",
             "secret_controller.go",
+            "ParameterKey",
+            "OutputKey",
         ] {
             assert_eq!(classify(n), None, "{n}");
         }
