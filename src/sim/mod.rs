@@ -11,6 +11,25 @@
 //! two eras; `rpc` the MCP methods; `tools` and `aws` the tool handlers; `world` the cluster
 //! state; `sigv4` signature verification. The sample data lives in the `*.yaml`/`*.json`
 //! files beside them. This module never makes outbound calls and never logs request bodies.
+//!
+//! The sample world (the same objects on every cluster, so tests can pick a tier):
+//! - namespaces `default`, `kube-system`, `payments`, `checkout`, `monitoring`; two nodes;
+//! - `payments`: deployments `payments-api` (env `DB_PASSWORD` in clear) and `payments-worker`,
+//!   the crash-looping pod [`CRASHLOOP_POD`] (BackOff events; its current and previous logs
+//!   hold every value in [`planted`]), Secrets `payments-db-credentials` and
+//!   `payments-aws-credentials` (base64 `data`, repeated in the
+//!   `kubectl.kubernetes.io/last-applied-configuration` annotation), ConfigMap `payments-config`;
+//! - `checkout`: `checkout-web`, Secret `stripe-api-key`; `monitoring`: `prometheus-server-0` and
+//!   [`BULK_LOGGER_POD`], whose logs are 200 000 generated lines (ask with `tail_lines` and a
+//!   large `limit_bytes` for big results);
+//! - EKS: node group `<cluster>-general`, five add-ons, insights, VPC; IAM roles
+//!   `eks-<cluster>-node-role`, `eks-cluster-role`, `payments-api-pod-role`.
+//!
+//! Semantics worth knowing: kinds match case-insensitively (`secret` reads Secrets, so a
+//! policy must not rely on the exact spelling); `manage_k8s_resource` takes the namespace from
+//! the argument, else from `body.metadata.namespace`; `apply_yaml` needs `yaml_content` (the
+//! hosted server cannot read `yaml_path`); `get_pod_logs` ignores `since_seconds`. The world
+//! is per instance and shared by all sessions and both eras.
 
 mod aws;
 mod rpc;
@@ -19,7 +38,7 @@ mod tools;
 mod transport;
 mod world;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -92,6 +111,9 @@ pub struct SimConfig {
     pub keepalive: Duration,
     /// The MCP endpoint path (default `/mcp`).
     pub path: String,
+    /// How many received requests `received()` keeps, oldest dropped first (default
+    /// 100 000), so a long-running `demo` does not grow without bound.
+    pub record_limit: usize,
 }
 
 impl Default for SimConfig {
@@ -104,6 +126,7 @@ impl Default for SimConfig {
             tool_names: ToolNames::Hosted,
             keepalive: Duration::from_secs(15),
             path: "/mcp".into(),
+            record_limit: 100_000,
         }
     }
 }
@@ -141,7 +164,7 @@ pub(crate) struct Shared {
     sessions: Mutex<HashMap<String, transport::Session>>,
     /// Open stateless-era `subscriptions/listen` streams.
     listeners: Mutex<Vec<transport::Listener>>,
-    received: Mutex<Vec<ReceivedRequest>>,
+    received: Mutex<VecDeque<ReceivedRequest>>,
     credentials: Mutex<Option<SimCredentials>>,
     expired_tokens: Mutex<Vec<String>>,
     verified: AtomicU64,
@@ -168,9 +191,9 @@ impl SimHandle {
         format!("http://{}{}", self.addr, self.shared.cfg.path)
     }
 
-    /// Everything received, in order.
+    /// Everything received, in order (the last `SimConfig::record_limit` requests).
     pub fn received(&self) -> Vec<ReceivedRequest> {
-        lock(&self.shared.received).clone()
+        lock(&self.shared.received).iter().cloned().collect()
     }
 
     /// `(tool, arguments)` of every `tools/call` received, in order.
@@ -285,7 +308,7 @@ pub async fn start(
         world: Mutex::new(World::sample()),
         sessions: Mutex::new(HashMap::new()),
         listeners: Mutex::new(Vec::new()),
-        received: Mutex::new(Vec::new()),
+        received: Mutex::new(VecDeque::new()),
         credentials: Mutex::new(cfg.credentials.clone()),
         expired_tokens: Mutex::new(Vec::new()),
         verified: AtomicU64::new(0),

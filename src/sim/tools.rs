@@ -847,6 +847,41 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_tool_has_a_handler_and_answers_minimal_arguments() {
+        for names in [ToolNames::Hosted, ToolNames::OpenSource] {
+            let cat = Catalogue::new(names);
+            for tool in cat.list() {
+                let name = tool["name"].as_str().unwrap();
+                let mut args = Map::new();
+                for key in tool["inputSchema"]["required"].as_array().unwrap() {
+                    let key = key.as_str().unwrap();
+                    let value = match key {
+                        "cluster_name" => json!("dev"),
+                        "resource_type" if name.contains("eks_resource") => json!("cluster"),
+                        "resource_type" => json!("pod"),
+                        "operation" => json!("describe"),
+                        "permissions" => {
+                            json!({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})
+                        }
+                        "role_name" => json!("eks-cluster-role"),
+                        "dimensions" => json!({"ClusterName": "dev"}),
+                        _ => json!("x"),
+                    };
+                    args.insert(key.to_owned(), value);
+                }
+                let mut world = World::sample();
+                let out = call(&mut world, &cat, name, Some(&Value::Object(args))).unwrap();
+                let text = out.result["content"][0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                assert!(!text.contains("no handler"), "{name}: {text}");
+                assert!(!text.contains("validation error"), "{name}: {text}");
+            }
+        }
+    }
+
+    #[test]
     fn missing_required_argument_is_a_tool_error() {
         let mut world = World::sample();
         let r = run(&mut world, "get_pod_logs", json!({"cluster_name": "dev"}));

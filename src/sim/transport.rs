@@ -287,7 +287,11 @@ pub(crate) async fn handle(
     };
 
     let (rpc_method, tool, arguments) = peek(&body);
-    lock(&shared.received).push(ReceivedRequest {
+    let mut received = lock(&shared.received);
+    if received.len() >= shared.cfg.record_limit.max(1) {
+        received.pop_front();
+    }
+    received.push_back(ReceivedRequest {
         http_method: parts.method.to_string(),
         rpc_method,
         tool,
@@ -304,6 +308,7 @@ pub(crate) async fn handle(
             .collect(),
         body: body.clone(),
     });
+    drop(received);
 
     if parts.uri.path() != shared.cfg.path {
         let mut resp = Response::new(Full::new(Bytes::from_static(b"Not Found")).boxed());
