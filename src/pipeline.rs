@@ -35,6 +35,8 @@ use crate::policy::{ClientInfo, Decision, Era, GatewayFacts, McpFacts, PolicyHan
 use crate::redact::{Redaction, Redactor};
 use crate::sign::Signer;
 use crate::sse::{self, SseItem, SseParser};
+use crate::telemetry;
+use tracing::Instrument as _;
 
 /// The body type of every response the gateway produces.
 pub type GatewayBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -185,7 +187,7 @@ impl Gateway {
                 );
             }
         };
-        let mut msg = match jsonrpc::parse_message(&bytes) {
+        let msg = match jsonrpc::parse_message(&bytes) {
             Ok(m) => m,
             Err(e) => return json_error_status(StatusCode::BAD_REQUEST, None, e.code, &e.message),
         };
@@ -199,7 +201,51 @@ impl Gateway {
             );
         }
         let method = msg.method().unwrap_or(METHOD_CLIENT_RESPONSE).to_owned();
+        let span = telemetry::request_span(
+            &method,
+            msg.target_name().filter(|_| method == "tools/call"),
+            parts.headers.contains_key(mcp::H_SESSION_ID),
+            msg.id()
+                .map(|id| id.to_string().trim_matches('"').to_owned())
+                .as_deref(),
+        );
+        telemetry::set_parent_from(
+            &span,
+            &parts.headers,
+            msg.params().and_then(|p| p.get("_meta")),
+        );
+        if let Some(v) = &protocol_version {
+            telemetry::record_protocol_version(&span, v);
+        }
+        self.decide_and_forward(
+            parts.headers,
+            msg,
+            method,
+            era,
+            protocol_version,
+            principal,
+            permit,
+            started,
+            span.clone(),
+        )
+        .instrument(span)
+        .await
+    }
 
+    /// classify → decide → rewrite → sign → forward, inside the request's span.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_and_forward(
+        self: Arc<Self>,
+        client_headers: HeaderMap,
+        mut msg: Message,
+        method: String,
+        era: Era,
+        protocol_version: Option<String>,
+        principal: Principal,
+        permit: OwnedSemaphorePermit,
+        started: Instant,
+        span: tracing::Span,
+    ) -> Response<GatewayBody> {
         // classify + decide.
         let policy = self.policy.current();
         let (tool, target) = match (&msg.kind, method.as_str()) {
@@ -232,8 +278,20 @@ impl Gateway {
         let decision = self.decide(&policy, &input);
         let mut log = RequestLog::new(&input, &decision, self.config.policy.mode, started);
         log.arguments = self.redacted_arguments(&input);
-        log.session_id = mcp::header_str(&parts.headers, mcp::H_SESSION_ID).map(str::to_owned);
+        log.session_id = mcp::header_str(&client_headers, mcp::H_SESSION_ID).map(str::to_owned);
+        telemetry::record_decision(
+            &span,
+            log.decision_label(),
+            &decision.rules,
+            policy.revision(),
+        );
         if !decision.allow && self.config.policy.mode == PolicyMode::Enforce {
+            telemetry::record_error(
+                &span,
+                "policy_denied",
+                Some(jsonrpc::POLICY_DENIED),
+                &denial_text(&decision),
+            );
             let resp = deny_response(&msg, &decision);
             log.emit(&self).await;
             return resp;
@@ -245,8 +303,9 @@ impl Gateway {
         // rewrite: pin the operating region; the bytes below are what the policy evaluated
         // plus this one gateway-owned field.
         self.pin_region(&mut msg);
+        propagate_trace_in_meta(&mut msg, &span);
         let body = msg.to_bytes();
-        let mut headers = crate::forward::upstream_headers(&parts.headers);
+        let mut headers = crate::forward::upstream_headers(&client_headers);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if !headers.contains_key(http::header::ACCEPT) {
             headers.insert(
@@ -401,9 +460,18 @@ impl Gateway {
         let (mut parts, ()) = req.into_parts();
 
         // sign: the very last change to the request.
+        let upstream_span = telemetry::upstream_span(
+            &relay.method,
+            relay.input.tool.as_ref().map(|t| t.name.as_str()),
+        );
+        telemetry::inject_headers(&upstream_span, &mut parts.headers);
         if let Some(signer) = &self.signer {
             let principal = relay.input.principal.clone();
-            if let Err(e) = signer.sign(&mut parts, &body, &principal, role).await {
+            let signed = signer
+                .sign(&mut parts, &body, &principal, role)
+                .instrument(tracing::info_span!("sign", otel.kind = "internal"))
+                .await;
+            if let Err(e) = signed {
                 let err = jsonrpc::error_response(
                     relay.request_id.as_ref(),
                     jsonrpc::SIGNING_FAILED,
@@ -421,7 +489,14 @@ impl Gateway {
         }
         let upstream_req = Request::from_parts(parts, Full::new(body));
         let sent_at = Instant::now();
-        let result = self.upstream.send(upstream_req).await;
+        let result = self
+            .upstream
+            .send(upstream_req)
+            .instrument(upstream_span.clone())
+            .await;
+        if let Ok(r) = &result {
+            upstream_span.record("http.response.status_code", r.status().as_u16());
+        }
         let latency = sent_at.elapsed();
         metrics::global()
             .upstream_request_seconds
@@ -521,6 +596,7 @@ impl Gateway {
     }
 
     fn decide(&self, policy: &crate::policy::PolicyEngine, input: &PolicyInput) -> Decision {
+        let _span = tracing::info_span!("decide", otel.kind = "internal").entered();
         let t = Instant::now();
         let d = policy.decide(input);
         metrics::global()
@@ -768,6 +844,12 @@ impl Relay {
     /// An upstream failure becomes a JSON-RPC error for the client.
     async fn fail(self, err: UpstreamError) -> Response<GatewayBody> {
         tracing::warn!(method = %self.method, error = %err, "upstream request failed");
+        telemetry::record_error(
+            &tracing::Span::current(),
+            err.kind(),
+            Some(err.code()),
+            &err.to_string(),
+        );
         self.set_error(err.kind());
         let body = err.to_jsonrpc(self.request_id.as_ref());
         let has_id = self.request_id.is_some();
@@ -986,6 +1068,19 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         if self.0 {
             metrics::global().open_sse_streams.dec();
+        }
+    }
+}
+
+/// When the client carried trace context in `params._meta`, the upstream gets the gateway's
+/// own span there instead (a gateway-owned field, like `AWS_REGION`), so the trace stays one
+/// chain. Headers carry it in every case.
+fn propagate_trace_in_meta(msg: &mut Message, span: &tracing::Span) {
+    if let Some(Value::Object(meta)) = msg.value.get_mut("params").and_then(|p| p.get_mut("_meta"))
+    {
+        if meta.contains_key("traceparent") {
+            meta.remove("tracestate");
+            telemetry::inject_meta(span, meta);
         }
     }
 }
