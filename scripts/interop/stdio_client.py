@@ -100,6 +100,7 @@ def main() -> int:
     parser.add_argument("--tool", help="tool to call after tools/list")
     parser.add_argument("--arguments", default="{}", help="tool arguments as a JSON object")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per request in seconds")
+    parser.add_argument("--full-tools", action="store_true", help="also print the full tools/list result")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- command and arguments of the stdio server")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -127,6 +128,8 @@ def main() -> int:
         if "error" in listed:
             raise RuntimeError(f"tools/list failed: {listed['error']}")
         out["tools"] = sorted(tool["name"] for tool in listed["result"]["tools"])
+        if args.full_tools:
+            out["tool_list"] = listed["result"]["tools"]
         if args.tool:
             called = peer.request(
                 "tools/call", {"name": args.tool, "arguments": json.loads(args.arguments)}, args.timeout

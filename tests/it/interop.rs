@@ -974,3 +974,70 @@ async fn interop_clients_through_gateway_to_eks_upstream() {
     assert!(called.to_string().contains("payments-api"), "{called}");
     harness.stop().await;
 }
+
+// ---- the open-source EKS MCP server ----------------------------------------------------------
+
+/// The embedded upstream's open-source tool set (`src/sim/tools-oss.json`) is what the real
+/// `awslabs.eks-mcp-server` 0.2.1 lists: same names, descriptions, input schemas and annotations,
+/// so policies and classification written against the embedded upstream hold for the real one.
+/// (The real server speaks stdio only and needs no AWS access to list its tools.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_awslabs_eks_mcp_server_tools_match_embedded_upstream() {
+    let tools = Tools::locate();
+    let server = tools
+        .venv_mcp_python
+        .with_file_name("awslabs.eks-mcp-server");
+    assert!(
+        server.exists(),
+        "{} missing; {SETUP_HINT}",
+        server.display()
+    );
+    let mut cmd = Command::new(&tools.venv_mcp_python);
+    cmd.arg(tools.script("stdio_client.py"))
+        .args(["--full-tools", "--"])
+        .arg(&server)
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_ACCESS_KEY_ID", "AKIAINTEROPTESTKEY01")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "interop/test/secret/key/not/real/0000000",
+        )
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let out = run("awslabs.eks-mcp-server via stdio_client.py", cmd).await;
+    let doc = out.json("awslabs.eks-mcp-server");
+    assert!(
+        out.success && doc.get("error").is_none(),
+        "awslabs.eks-mcp-server: {doc}"
+    );
+    let real: BTreeMap<String, Value> = doc["tool_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap().to_owned(), t.clone()))
+        .collect();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/sim/tools-oss.json");
+    let embedded: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let embedded: BTreeMap<String, Value> = embedded
+        .into_iter()
+        .map(|t| (t["name"].as_str().unwrap().to_owned(), t))
+        .collect();
+    assert_eq!(
+        real.keys().collect::<Vec<_>>(),
+        embedded.keys().collect::<Vec<_>>(),
+        "tool names of awslabs.eks-mcp-server 0.2.1 vs {}",
+        path.display()
+    );
+    for (name, tool) in &real {
+        for field in ["description", "inputSchema", "annotations"] {
+            assert_eq!(
+                tool.get(field),
+                embedded[name].get(field),
+                "{name}.{field} differs between awslabs.eks-mcp-server 0.2.1 and {}",
+                path.display()
+            );
+        }
+    }
+}
