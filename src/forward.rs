@@ -3,6 +3,7 @@
 //! One hyper-util client (HTTP/1.1 and HTTP/2 over rustls with webpki roots, TCP_NODELAY)
 //! is shared by all requests. This module only moves bytes and reports what went wrong in
 //! words a client can act on; it never changes a request (signing was the last change).
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +25,8 @@ pub struct Upstream {
     client: Client<Connector, Full<Bytes>>,
     uri: Uri,
     response_timeout: Duration,
+    /// The last connection failure, cleared by the next successful exchange (for `/readyz`).
+    last_failure: Arc<Mutex<Option<String>>>,
 }
 
 /// Why an upstream exchange failed, in terms the client can act on.
@@ -125,6 +128,7 @@ impl Upstream {
             client,
             uri,
             response_timeout: cfg.response_timeout,
+            last_failure: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -137,10 +141,26 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
-            Ok(Err(e)) => Err(classify_client_error(&e)),
-            Ok(Ok(resp)) => Ok(resp),
+        let result =
+            match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+                Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+                Ok(Err(e)) => Err(classify_client_error(&e)),
+                Ok(Ok(resp)) => Ok(resp),
+            };
+        let mut last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(e @ UpstreamError::Unavailable(_)) => *last = Some(e.to_string()),
+            Ok(_) => *last = None,
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Whether the upstream answered the last exchange (true until proven otherwise).
+    pub fn reachability(&self) -> (bool, String) {
+        match &*self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => (true, format!("{} reachable", self.uri)),
+            Some(e) => (false, e.clone()),
         }
     }
 }
