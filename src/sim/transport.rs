@@ -842,15 +842,6 @@ fn respond(
         }
     };
 
-    if !broadcast.is_empty() {
-        let mut sessions = lock(&shared.sessions);
-        for session in sessions.values_mut() {
-            broadcast.iter().for_each(|m| session.notify(m));
-        }
-        drop(sessions);
-        lock(&shared.listeners).retain(|l| broadcast.iter().all(|m| l.deliver(m)));
-    }
-
     let sse = status == StatusCode::OK
         && match shared.cfg.response_mode {
             ResponseMode::Json => false,
@@ -866,6 +857,8 @@ fn respond(
             .collect();
         sse_frames(frames)
     } else {
+        // Without a response stream, messages about this request go to the session's
+        // GET stream (queued until one is open); the stateless era has nowhere to put them.
         if let Some(sid) = session_id
             && let Some(session) = lock(&shared.sessions).get_mut(sid)
         {
@@ -873,6 +866,14 @@ fn respond(
         }
         json_response(status, &message)
     };
+    if !broadcast.is_empty() {
+        let mut sessions = lock(&shared.sessions);
+        for session in sessions.values_mut() {
+            broadcast.iter().for_each(|m| session.notify(m));
+        }
+        drop(sessions);
+        lock(&shared.listeners).retain(|l| broadcast.iter().all(|m| l.deliver(m)));
+    }
     if let Some(sid) = session_id.and_then(|s| s.parse().ok()) {
         resp.headers_mut().insert("mcp-session-id", sid);
     }

@@ -953,3 +953,84 @@ async fn stateless_listen_stream_carries_tagged_list_changes() {
     .await
     .expect("closing the stream ends the subscription");
 }
+
+/// Open the session's GET stream and read until `want` SSE data events arrived.
+async fn read_stream(
+    url: &str,
+    sid: &str,
+    last_event_id: Option<&str>,
+    want: usize,
+) -> Vec<SseEvent> {
+    let mut b = Request::get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid);
+    if let Some(id) = last_event_id {
+        b = b.header("last-event-id", id);
+    }
+    let resp = client()
+        .request(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            if sse_events(&text)
+                .iter()
+                .filter(|e| !e.data.is_empty())
+                .count()
+                >= want
+            {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("stream delivered the events");
+    sse_events(&text)
+}
+
+#[tokio::test]
+async fn get_stream_delivers_queued_events_and_resumes_after_last_event_id() {
+    let sim = start(SimConfig::default()).await;
+    let url = sim.url();
+    let sid = initialize(&url).await;
+    let create_namespace = |id: i64, name: &'static str| {
+        session_call(
+            &url,
+            &sid,
+            id,
+            "tools/call",
+            json!({"name": "manage_k8s_resource", "arguments": {"operation": "create", "cluster_name": "dev", "kind": "Namespace", "api_version": "v1", "name": name, "body": {}}}),
+        )
+    };
+    // Queued while no stream is open: a message and a list change.
+    create_namespace(2, "queued").await;
+    let first = read_stream(&url, &sid, None, 2).await;
+    let data: Vec<&SseEvent> = first.iter().filter(|e| !e.data.is_empty()).collect();
+    assert!(
+        data[0].data.contains("created Namespace queued"),
+        "{:?}",
+        data[0]
+    );
+    let last_seen = data[1].id.clone().unwrap();
+
+    // The first stream was dropped; what happens next is replayed after the last seen id.
+    create_namespace(3, "later").await;
+    let second = read_stream(&url, &sid, Some(&last_seen), 1).await;
+    let replayed: Vec<&SseEvent> = second.iter().filter(|e| !e.data.is_empty()).collect();
+    assert!(
+        replayed[0].data.contains("created Namespace later"),
+        "{:?}",
+        replayed[0]
+    );
+    assert!(
+        replayed.iter().all(|e| !e.data.contains("queued")),
+        "nothing before Last-Event-ID is repeated"
+    );
+}
