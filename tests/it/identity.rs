@@ -550,3 +550,132 @@ async fn static_mode_is_one_fixed_principal() {
             .is_none()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Through the gateway
+
+/// A stateless-era `tools/call` with the given extra headers.
+async fn stateless_call(
+    c: &crate::harness::McpClient,
+    tool: &str,
+    args: Value,
+    headers: &[(&str, &str)],
+) -> crate::harness::Reply {
+    let body = json!({
+        "jsonrpc": "2.0", "id": c.next_id(), "method": "tools/call",
+        "params": {"name": tool, "arguments": args,
+                   "_meta": {"io.modelcontextprotocol/protocolVersion": crate::harness::STATELESS}},
+    });
+    let mut all = vec![
+        ("mcp-protocol-version", crate::harness::STATELESS),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", tool),
+    ];
+    all.extend_from_slice(headers);
+    c.post_raw(serde_json::to_vec(&body).unwrap(), &all).await
+}
+
+#[tokio::test]
+async fn gateway_with_jwt_auth_challenges_serves_metadata_and_names_the_caller() {
+    use crate::harness::{Harness, Options};
+
+    let key = RsaKey::new("gw-1");
+    let issuer = Issuer::start(vec![key.jwk()]).await;
+    let jwt = issuer.config();
+    let h =
+        Harness::start_with(Options::default().tweak(move |cfg| cfg.auth = AuthConfig::Jwt(jwt)))
+            .await;
+    let c = h.client();
+    let args =
+        json!({"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"});
+
+    // No token: 401 with a challenge that leads to the protected-resource metadata.
+    let r = stateless_call(&c, "list_k8s_resources", args.clone(), &[]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let challenge = r.headers["www-authenticate"].to_str().unwrap().to_owned();
+    let metadata_url = challenge
+        .strip_prefix("Bearer resource_metadata=\"")
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("{challenge}"))
+        .to_owned();
+    assert!(
+        metadata_url.contains("/.well-known/oauth-protected-resource"),
+        "{metadata_url}"
+    );
+
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let path = metadata_url
+        .split_once("/.well-known")
+        .map(|(_, p)| p)
+        .unwrap();
+    let resp = http
+        .request(
+            Request::get(format!("http://{}/.well-known{path}", h.addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt;
+    let doc: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(doc["authorization_servers"], json!([issuer.url]));
+    assert!(
+        doc["resource"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("http://{}", h.addr)),
+        "{doc}"
+    );
+
+    // A bad token: 401 invalid_token; nothing reaches the upstream.
+    let mut expired = issuer.claims("dana");
+    expired["exp"] = json!(now() - 3600);
+    let expired = format!("Bearer {}", key.token(&expired));
+    let r = stateless_call(
+        &c,
+        "list_k8s_resources",
+        args.clone(),
+        &[("authorization", &expired)],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+    assert!(h.sim.tool_calls().is_empty());
+
+    // A good token: the call goes through as the token's subject, and the token itself goes
+    // nowhere: not upstream, not into the audit record.
+    let mut claims = issuer.claims("dana");
+    claims["groups"] = json!(["platform-admins"]);
+    let token = key.token(&claims);
+    let auth = format!("Bearer {token}");
+    let r = stateless_call(&c, "list_k8s_resources", args, &[("authorization", &auth)]).await;
+    assert!(!r.is_tool_error(), "{}", r.text());
+    let sig = token.rsplit('.').next().unwrap();
+    for req in h.sim.received() {
+        for (name, value) in &req.headers {
+            assert!(
+                !value.contains(sig),
+                "the caller's token reached the upstream in {name}"
+            );
+        }
+    }
+    let records = h.audit_records(1).await;
+    let rec = records
+        .iter()
+        .find(|r| r["method"] == "tools/call")
+        .unwrap();
+    assert_eq!(rec["principal"]["id"], "dana");
+    assert_eq!(rec["principal"]["auth"], "jwt");
+    assert_eq!(rec["principal"]["groups"], json!(["platform-admins"]));
+    let raw = std::fs::read_to_string(&h.audit_path).unwrap();
+    assert!(!raw.contains(sig), "the token reached the audit log");
+    h.stop().await;
+}

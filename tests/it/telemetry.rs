@@ -480,3 +480,118 @@ fn metrics_render_as_prometheus_text_and_counters_move() {
     // The folded tool name never becomes a label value.
     assert!(!metrics::render().contains("made-up"));
 }
+
+#[tokio::test]
+async fn gateway_requests_export_a_server_span_with_stage_children() {
+    use crate::harness::Harness;
+
+    let (endpoint, received, _) = otlp_receiver().await;
+    let cfg = TracingConfig {
+        otlp_endpoint: Some(endpoint),
+        service_name: "gateway-e2e".into(),
+        log_format: "text".into(),
+    };
+    let provider = telemetry::tracer_provider(&cfg).unwrap().unwrap();
+    let dispatch = telemetry::dispatch(&cfg, Some(&provider)).unwrap();
+    // This test's runtime is single-threaded, so the gateway's tasks run on this thread and
+    // see this thread's subscriber.
+    let _default = tracing::dispatcher::set_default(&dispatch);
+
+    let h = Harness::start().await;
+    let mut c = h.client();
+    c.initialize().await;
+    h.sim.clear_received();
+    let args =
+        json!({"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"});
+    let r = c
+        .request(
+            "tools/call",
+            json!({"name": "list_k8s_resources", "arguments": args,
+                   "_meta": {"traceparent": format!("00-{META_TRACE}-{META_SPAN}-01")}}),
+        )
+        .await;
+    assert!(!r.is_tool_error(), "{}", r.text());
+    // A denied call is traced too, without an upstream span.
+    let denied = c
+        .call_tool(
+            "read_k8s_resource",
+            json!({"cluster_name": "dev", "kind": "Secret", "api_version": "v1",
+                   "namespace": "payments", "name": "payments-db-credentials"}),
+        )
+        .await;
+    assert!(denied.is_tool_error());
+    let upstream_saw = h
+        .sim
+        .received()
+        .into_iter()
+        .find(|r| r.tool.as_deref() == Some("list_k8s_resources"))
+        .expect("the allowed call reached the upstream");
+    h.stop().await;
+
+    let flusher = provider.clone();
+    tokio::task::spawn_blocking(move || flusher.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+    let spans = received.lock().unwrap().clone();
+
+    let server = find(&spans, "tools/call list_k8s_resources");
+    assert_eq!(server.kind, 2);
+    assert_eq!(
+        hex::encode(&server.trace_id),
+        META_TRACE,
+        "_meta.traceparent is the parent"
+    );
+    assert_eq!(hex::encode(&server.parent_span_id), META_SPAN);
+    assert_eq!(
+        attr(server, "mcp.method.name").as_deref(),
+        Some("tools/call")
+    );
+    assert_eq!(
+        attr(server, "gen_ai.tool.name").as_deref(),
+        Some("list_k8s_resources")
+    );
+    assert!(attr(server, "jsonrpc.request.id").is_some());
+    assert_eq!(
+        attr(server, "mcp_gateway.policy.decision").as_deref(),
+        Some("allow")
+    );
+
+    let children: Vec<&OtlpSpan> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == server.span_id)
+        .collect();
+    let names: Vec<&str> = children.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"decide"), "{names:?}");
+    assert!(names.contains(&"sign"), "{names:?}");
+    let upstream = children
+        .iter()
+        .find(|s| s.kind == 3)
+        .unwrap_or_else(|| panic!("no CLIENT child span in {names:?}"));
+    assert_eq!(upstream.trace_id, server.trace_id);
+
+    // The upstream continued the same trace, from the gateway's upstream span.
+    let expected = format!("00-{META_TRACE}-{}-01", hex::encode(&upstream.span_id));
+    assert_eq!(upstream_saw.header("traceparent"), Some(expected.as_str()));
+    let body: serde_json::Value = serde_json::from_slice(&upstream_saw.body).unwrap();
+    // `_meta` is rewritten before the upstream span exists, so it names a gateway span of
+    // the same trace (the server span or the upstream span), never the caller's own span.
+    let in_meta = body["params"]["_meta"]["traceparent"].as_str().unwrap();
+    let gateway_spans = [
+        format!("00-{META_TRACE}-{}-01", hex::encode(&server.span_id)),
+        expected.clone(),
+    ];
+    assert!(gateway_spans.iter().any(|g| g == in_meta), "{in_meta}");
+
+    let denied_span = find(&spans, "tools/call read_k8s_resource");
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.parent_span_id == denied_span.span_id && s.kind == 3),
+        "a denied call has no upstream span"
+    );
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
