@@ -41,7 +41,6 @@ pub(crate) type SimBody = BoxBody<Bytes, Infallible>;
 
 /// A session-era session.
 pub(crate) struct Session {
-    version: String,
     log_level: usize,
     /// Sender of the open GET stream, if any.
     stream: Option<mpsc::UnboundedSender<Bytes>>,
@@ -52,9 +51,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn new(version: String) -> Self {
+    fn new() -> Self {
         Self {
-            version,
             log_level: 1,
             stream: None,
             next_event_id: 1,
@@ -720,7 +718,7 @@ fn session_era(
             LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1]
         };
         let session_id = new_session_id();
-        lock(&shared.sessions).insert(session_id.clone(), Session::new(version.to_owned()));
+        lock(&shared.sessions).insert(session_id.clone(), Session::new());
         let handled = Handled {
             outcome: Ok(rpc::initialize_result(version)),
             progress: Vec::new(),
@@ -730,7 +728,7 @@ fn session_era(
         };
         return respond(shared, Some(&session_id), id, handled, false, false);
     }
-    let (session_id, _version) = match session_of(shared, headers) {
+    let session_id = match session_of(shared, headers) {
         Ok(found) => found,
         Err(resp) => return resp,
     };
@@ -763,7 +761,7 @@ fn session_era(
 /// Resolve the session of a non-initialize request: 400 without the header, 404 if unknown,
 /// 400 on an unsupported `MCP-Protocol-Version`.
 #[allow(clippy::result_large_err)]
-fn session_of(shared: &Shared, headers: &HeaderMap) -> Result<(String, String), Response<SimBody>> {
+fn session_of(shared: &Shared, headers: &HeaderMap) -> Result<String, Response<SimBody>> {
     let Some(session_id) = header_str(headers, "mcp-session-id") else {
         return Err(rpc_error(
             StatusCode::BAD_REQUEST,
@@ -773,10 +771,7 @@ fn session_of(shared: &Shared, headers: &HeaderMap) -> Result<(String, String), 
             None,
         ));
     };
-    let Some(version) = lock(&shared.sessions)
-        .get(session_id)
-        .map(|s| s.version.clone())
-    else {
+    if !lock(&shared.sessions).contains_key(session_id) {
         return Err(rpc_error(
             StatusCode::NOT_FOUND,
             Value::Null,
@@ -784,7 +779,7 @@ fn session_of(shared: &Shared, headers: &HeaderMap) -> Result<(String, String), 
             "Session not found",
             None,
         ));
-    };
+    }
     if let Some(requested) = header_str(headers, "mcp-protocol-version")
         && !LEGACY_VERSIONS.contains(&requested)
     {
@@ -799,7 +794,7 @@ fn session_of(shared: &Shared, headers: &HeaderMap) -> Result<(String, String), 
             None,
         ));
     }
-    Ok((session_id.to_owned(), version))
+    Ok(session_id.to_owned())
 }
 
 /// Deliver the outcome of one request as JSON or SSE, routing notifications.
@@ -890,7 +885,7 @@ fn get(shared: &Shared, headers: &HeaderMap) -> Response<SimBody> {
             None,
         );
     }
-    let (session_id, _) = match session_of(shared, headers) {
+    let session_id = match session_of(shared, headers) {
         Ok(found) => found,
         Err(resp) => return resp,
     };
