@@ -692,4 +692,12 @@ mod tests {
         let e = parse("upstream:\n  url: https://x.example/mcp\n  connect_timeout: 5 parsecs\n");
         assert!(e.unwrap_err().to_string().contains("duration"));
     }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let c = parse(include_str!("../deploy/gateway.example.yaml")).unwrap();
+        assert_eq!(c.policy.mode, PolicyMode::Enforce);
+        assert!(matches!(c.auth, AuthConfig::Jwt(_)));
+        assert!(c.signing.assume_role.is_some());
+    }
 }
