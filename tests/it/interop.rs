@@ -664,6 +664,43 @@ async fn interop_python_client_session_era_elicitation_on_get_stream_through_gat
     gateway.stop().await;
 }
 
+/// The stateless era has no server-to-client requests: the fixture answers `tools/call` with an
+/// `InputRequiredResult` asking for the user's name, and the Python client answers it from its
+/// elicitation callback and retries the call, all through the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_python_client_stateless_era_input_required_through_gateway() {
+    let tools = Tools::locate();
+    let fixture = start_fixture(&tools).await;
+    let gateway = gateway_in_front_of(&fixture.url).await;
+    let script = tools.script("py_client.py");
+    let doc = py_driver(
+        &tools,
+        "py_client.py basic --mode auto (InputRequiredResult)",
+        &[
+            script.to_str().unwrap(),
+            "basic",
+            "--url",
+            &gateway.url,
+            "--mode",
+            "auto",
+            "--tool",
+            "test_input_required_result_elicitation",
+            "--elicit-answer",
+            r#"{"name":"Ada"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(doc["protocol_version"], "2026-07-28", "{doc}");
+    assert_eq!(doc["elicitations"], json!(["What is your name?"]), "{doc}");
+    assert_eq!(first_text(&doc["call"]), "Hello, Ada!", "{doc}");
+    let calls = exchanges(&doc)
+        .iter()
+        .filter(|e| e["jsonrpc_method"] == "tools/call")
+        .count();
+    assert_eq!(calls, 2, "one call, one retry with the answer: {doc}");
+    gateway.stop().await;
+}
+
 // ---- server-everything as the upstream -----------------------------------------------------------
 
 /// Progress notifications, elicitation, the server's `roots/list` request on the GET stream,
