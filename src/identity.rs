@@ -332,20 +332,22 @@ impl JwtVerifier {
         let result = self.refresh_inner(force).await;
         if let Ok(mut last) = self.last_error.lock() {
             match &result {
-                Ok(()) => *last = None,
+                Ok(true) => *last = None,
+                Ok(false) => {}
                 Err(e) => *last = Some(e.to_string()),
             }
         }
-        result
+        result.map(|_| ())
     }
 
-    async fn refresh_inner(&self, force: bool) -> Result<(), AuthError> {
+    /// `Ok(false)` when the fetch was skipped by the rate limit.
+    async fn refresh_inner(&self, force: bool) -> Result<bool, AuthError> {
         let mut last = self.refresh.lock().await;
         if !force
             && let Some(t) = *last
             && t.elapsed() < self.cfg.jwks_min_refresh_interval
         {
-            return Ok(());
+            return Ok(false);
         }
         *last = Some(Instant::now());
         let jwks_url = match &self.cfg.jwks_url {
@@ -357,7 +359,7 @@ impl JwtVerifier {
             parse_jwks(&doc).map_err(|e| AuthError::JwksUnavailable(format!("{jwks_url}: {e}")))?;
         tracing::debug!(keys = set.by_kid.len() + set.anonymous.len(), "JWKS loaded");
         self.keys.store(Arc::new(set));
-        Ok(())
+        Ok(true)
     }
 
     async fn discover_jwks_url(&self) -> Result<String, AuthError> {
@@ -433,6 +435,13 @@ impl JwtVerifier {
             key = self.find_key(header.kid.as_deref(), header.alg);
         }
         let Some(key) = key else {
+            if self.keys.load().is_empty() {
+                // Nothing to verify with: the issuer has not been reachable. Not the token's fault.
+                let why = self.last_error.lock().ok().and_then(|e| e.clone());
+                return Err(AuthError::JwksUnavailable(
+                    why.unwrap_or_else(|| "the issuer's JWKS is not loaded yet".into()),
+                ));
+            }
             return Err(AuthError::InvalidToken(match header.kid {
                 Some(kid) => format!(
                     "no signing key with kid {:?} in the issuer's JWKS",

@@ -92,10 +92,12 @@ pub struct Metrics {
     pub role_session_cache_total: IntCounterVec,
     /// Audit records waiting for the writer.
     pub audit_queue_depth: IntGauge,
-    /// Audit records by outcome. Label: `result` (`written`, `write_error`, `rejected`).
+    /// Audit records by outcome. Label: `result`: `written`, `rejected` (refused in
+    /// `fail_closed` mode), `disabled` (`sink: none`), `write_error` (failed write attempts;
+    /// the batch is retried, so this counts attempts, not lost records).
     pub audit_records_total: IntCounterVec,
     /// Failed caller authentications. Label: `reason` (`missing`, `invalid`, `expired`,
-    /// `unknown_key`, `jwks_unavailable`).
+    /// `unknown_key`, `jwks_unavailable`, `config`); see `identity::AuthError::reason`.
     pub auth_failures_total: IntCounterVec,
     /// MCP semantic-convention server operation duration. Labels: `mcp_method_name`,
     /// `error_type` (`""` on success, a JSON-RPC code, or `tool_error`).
