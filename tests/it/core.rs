@@ -379,3 +379,67 @@ async fn operational_endpoints() {
         "requests are counted by method: {metrics}"
     );
 }
+
+#[tokio::test]
+async fn unknown_methods_are_decided_by_policy_and_forwarded_when_allowed() {
+    // Shipped policy: a method it does not know is refused with a reason, never forwarded.
+    let h = Harness::start().await;
+    let r = h.client().stateless("vendor/custom", json!({})).await;
+    assert_eq!(r.error()["code"], jsonrpc::POLICY_DENIED);
+    assert!(
+        r.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("vendor/custom")
+    );
+    assert!(h.sim.received().is_empty());
+
+    // A policy that allows it: the gateway forwards it untouched (Mcp-Param-* included) and
+    // relays the upstream's own answer.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::harness::policy_dir().join("catalogue.yaml"),
+        dir.path().join("catalogue.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("allow_all.rego"),
+        "package eks_mcp.gateway\n\ndecision := {\"allow\": true, \"reasons\": [], \"redact\": [\"baseline\"], \"rules\": [\"test.allow_all\"]}\n\ntool_visible := true\n",
+    )
+    .unwrap();
+    let h = Harness::start_with(Options {
+        policy_dir: dir.path().to_path_buf(),
+        ..Options::default()
+    })
+    .await;
+    let c = h.client();
+    let id = c.next_id();
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"vendor/custom","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":STATELESS}}});
+    let r = c
+        .post_raw(
+            serde_json::to_vec(&body).unwrap(),
+            &[
+                ("mcp-protocol-version", STATELESS),
+                ("mcp-method", "vendor/custom"),
+                ("mcp-param-region", "eu-west-1"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.error()["code"],
+        jsonrpc::METHOD_NOT_FOUND,
+        "the upstream's own answer: {}",
+        r.text()
+    );
+    let got = h
+        .sim
+        .received()
+        .into_iter()
+        .find(|x| x.rpc_method.as_deref() == Some("vendor/custom"))
+        .expect("forwarded");
+    assert!(
+        got.headers
+            .iter()
+            .any(|(k, v)| k == "mcp-param-region" && v == "eu-west-1")
+    );
+}
