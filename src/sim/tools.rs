@@ -21,6 +21,7 @@ const OSS_TOOLS: &str = include_str!("tools-oss.json");
 /// The tool set one simulator instance exposes.
 pub(crate) struct Catalogue {
     tools: Vec<Value>,
+    names: ToolNames,
 }
 
 impl Catalogue {
@@ -30,7 +31,7 @@ impl Catalogue {
             ToolNames::OpenSource => OSS_TOOLS,
         };
         let tools: Vec<Value> = serde_json::from_str(text).expect("src/sim/tools-*.json is valid");
-        Self { tools }
+        Self { tools, names }
     }
 
     /// Tool definitions as `tools/list` returns them.
@@ -203,7 +204,7 @@ pub(crate) fn call(
         "list_k8s_resources" => list_k8s_resources(world, &a),
         "read_k8s_resource" => read_k8s_resource(world, &a),
         "manage_k8s_resource" => manage_k8s_resource(world, &a),
-        "apply_yaml" => apply_yaml(world, &a),
+        "apply_yaml" => apply_yaml(world, &a, catalogue.names),
         "get_pod_logs" => get_pod_logs(world, &a),
         "get_k8s_events" => get_k8s_events(world, &a),
         "list_api_versions" => list_api_versions(world, &a),
@@ -532,20 +533,63 @@ fn manage_k8s_resource(world: &mut World, a: &Args) -> ToolOutput {
     }
 }
 
-fn apply_yaml(world: &mut World, a: &Args) -> ToolOutput {
+/// Directories the open-source server refuses to read manifests from (`path_validation.py`).
+const PROTECTED_DIRS: [&str; 7] = [
+    "~/.aws",
+    "~/.ssh",
+    "~/.kube",
+    "~/.gnupg",
+    "~/.docker",
+    "/etc",
+    "/root",
+];
+
+/// The open-source server's `yaml_path`: an absolute local path outside protected dirs.
+fn read_manifest_file(path: &str) -> Result<String, String> {
+    let p = std::path::Path::new(path);
+    if !p.is_absolute() {
+        return Err(format!("Path must be absolute: {path}"));
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let canonical =
+        std::fs::canonicalize(p).map_err(|e| format!("Error reading YAML file {path}: {e}"))?;
+    for dir in PROTECTED_DIRS {
+        let dir = match dir.strip_prefix("~/") {
+            Some(rest) if !home.is_empty() => std::path::Path::new(&home).join(rest),
+            Some(_) => continue,
+            None => std::path::PathBuf::from(dir),
+        };
+        if canonical.starts_with(&dir) {
+            return Err(format!(
+                "Access to {path} is not allowed: it is inside the protected directory {}",
+                dir.display()
+            ));
+        }
+    }
+    std::fs::read_to_string(&canonical).map_err(|e| format!("Error reading YAML file {path}: {e}"))
+}
+
+fn apply_yaml(world: &mut World, a: &Args, names: ToolNames) -> ToolOutput {
     let (cluster, namespace, force) = (
         a.req("cluster_name"),
         a.req("namespace"),
         a.bool("force", true),
     );
-    let Some(content) = a.str("yaml_content") else {
-        let hint = if a.str("yaml_path").is_some() {
-            "yaml_path is not supported: the EKS MCP server cannot read files on your machine. Pass the manifest text in yaml_content"
-        } else {
-            "yaml_content is required"
-        };
-        return ToolOutput::error(format!("Failed to apply YAML: {hint}"));
+    let (content, source) = match (a.str("yaml_content"), a.str("yaml_path")) {
+        (Some(content), _) => (content.to_owned(), "YAML content".to_owned()),
+        // Only the open-source server runs next to the client and can read its files.
+        (None, Some(path)) if names == ToolNames::OpenSource => match read_manifest_file(path) {
+            Ok(content) => (content, format!("YAML file {path}")),
+            Err(e) => return ToolOutput::error(format!("Failed to apply YAML: {e}")),
+        },
+        (None, Some(_)) => {
+            return ToolOutput::error(
+                "Failed to apply YAML: yaml_path is not supported: the EKS MCP server cannot read files on your machine. Pass the manifest text in yaml_content",
+            );
+        }
+        (None, None) => return ToolOutput::error("Failed to apply YAML: yaml_content is required"),
     };
+    let content = content.as_str();
     if let Err(e) = world.cluster(cluster) {
         return ToolOutput::error(format!("Failed to apply YAML: {e}"));
     }
@@ -608,7 +652,7 @@ fn apply_yaml(world: &mut World, a: &Args) -> ToolOutput {
     }
     let mut out = ToolOutput::success(
         format!(
-            "Successfully applied all resources from YAML content ({created} created, {updated} updated)"
+            "Successfully applied all resources from {source} ({created} created, {updated} updated)"
         ),
         json!({"force_applied": force, "resources_created": created, "resources_updated": updated}),
     );
@@ -937,6 +981,48 @@ mod tests {
             json!({"cluster_name": "dev", "namespace": "x", "yaml_path": "/tmp/a.yaml"}),
         );
         assert_eq!(only_path["isError"], true);
+    }
+
+    #[test]
+    fn open_source_apply_yaml_reads_absolute_paths_only() {
+        let mut world = World::sample();
+        let cat = Catalogue::new(ToolNames::OpenSource);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-file}\n",
+        )
+        .unwrap();
+        let args = json!({"cluster_name": "dev", "namespace": "checkout", "yaml_path": path.to_str().unwrap()});
+        let out = call(&mut world, &cat, "apply_yaml", Some(&args))
+            .unwrap()
+            .result;
+        assert_eq!(out["isError"], false, "{out}");
+        assert!(
+            out["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("from YAML file /")
+        );
+        assert!(
+            world
+                .object("dev", "v1", "ConfigMap", Some("checkout"), "from-file")
+                .is_some()
+        );
+        let relative =
+            json!({"cluster_name": "dev", "namespace": "checkout", "yaml_path": "app.yaml"});
+        let out = call(&mut world, &cat, "apply_yaml", Some(&relative))
+            .unwrap()
+            .result;
+        assert_eq!(out["isError"], true);
+        let etc =
+            json!({"cluster_name": "dev", "namespace": "checkout", "yaml_path": "/etc/passwd"});
+        let out = call(&mut world, &cat, "apply_yaml", Some(&etc))
+            .unwrap()
+            .result;
+        let text = out["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("not allowed"), "{text}");
     }
 
     #[test]
