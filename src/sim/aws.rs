@@ -138,16 +138,14 @@ fn list_eks_resources(world: &mut World, a: &Args) -> ToolOutput {
             "cluster_name is required when resource_type is '{kind}'"
         ));
     };
-    let c = match world.cluster(cluster) {
-        Ok(c) => c,
-        Err(e) => return ToolOutput::error(format!("Failed to list {kind} resources: {e}")),
-    };
+    if let Err(e) = world.cluster(cluster) {
+        return ToolOutput::error(format!("Failed to list {kind} resources: {e}"));
+    }
     let names: Vec<String> = if kind == "nodegroup" {
         vec![format!("{cluster}-general")]
     } else {
         world.addons.iter().map(|a| a.name.clone()).collect()
     };
-    let _ = c;
     ToolOutput::success(
         format!(
             "Successfully listed {} {kind} resources in cluster {cluster}",
@@ -274,10 +272,6 @@ fn get_eks_vpc_config(world: &mut World, a: &Args) -> ToolOutput {
     )
 }
 
-fn parse_time_arg(value: Option<&str>) -> Option<String> {
-    value.map(str::to_owned)
-}
-
 fn get_cloudwatch_logs(world: &mut World, a: &Args) -> ToolOutput {
     let (resource_type, cluster, log_type) = (
         a.req("resource_type"),
@@ -303,9 +297,14 @@ fn get_cloudwatch_logs(world: &mut World, a: &Args) -> ToolOutput {
     let minutes = a.int("minutes", 15).max(1) as u64;
     let limit = a.int("limit", 50).max(1) as usize;
     let now = SystemTime::now();
-    let start = parse_time_arg(a.str("start_time"))
+    let start = a
+        .str("start_time")
+        .map(str::to_owned)
         .unwrap_or_else(|| rfc3339(now - Duration::from_secs(minutes * 60)));
-    let end = parse_time_arg(a.str("end_time")).unwrap_or_else(|| rfc3339(now));
+    let end = a
+        .str("end_time")
+        .map(str::to_owned)
+        .unwrap_or_else(|| rfc3339(now));
     let filter = a
         .str("filter_pattern")
         .map(|f| f.trim_matches('"').to_owned());

@@ -28,7 +28,7 @@
 //! Semantics worth knowing: kinds match case-insensitively (`secret` reads Secrets, so a
 //! policy must not rely on the exact spelling); `manage_k8s_resource` takes the namespace from
 //! the argument, else from `body.metadata.namespace`; `apply_yaml` needs `yaml_content` (the
-//! hosted server cannot read `yaml_path`); `get_pod_logs` ignores `since_seconds`. The world
+//! hosted server cannot read `yaml_path`; `ToolNames::OpenSource` reads it like the awslabs server); `get_pod_logs` ignores `since_seconds`. The world
 //! is per instance and shared by all sessions and both eras.
 
 mod aws;
