@@ -94,10 +94,16 @@ impl AuthError {
     /// The `WWW-Authenticate` value (RFC 6750 §3, RFC 9728 §5.1) pointing at the
     /// protected-resource metadata at `metadata_url`.
     pub fn www_authenticate(&self, metadata_url: &str) -> String {
-        let mut v = format!(
-            "Bearer resource_metadata=\"{}\"",
-            quote_escape(metadata_url)
-        );
+        self.challenge(Some(metadata_url))
+    }
+
+    /// The `WWW-Authenticate` value, with `resource_metadata` only when there is metadata
+    /// to point at (JWT mode; see [`Authenticator::challenge`]).
+    fn challenge(&self, metadata_url: Option<&str>) -> String {
+        let mut v = match metadata_url {
+            Some(url) => format!("Bearer resource_metadata=\"{}\"", quote_escape(url)),
+            None => "Bearer realm=\"eks-mcp-gateway\"".to_owned(),
+        };
         match self {
             AuthError::Missing | AuthError::JwksUnavailable(_) | AuthError::Config(_) => {}
             _ => {
@@ -188,6 +194,16 @@ impl Authenticator {
                 let key = key.filter(|k| !k.is_empty()).ok_or(AuthError::Missing)?;
                 keys.lookup(key)
             }
+        }
+    }
+
+    /// The `WWW-Authenticate` value for `err`: in JWT mode it points at the RFC 9728
+    /// metadata at `metadata_url`; API-key mode has no authorization server, so it names a
+    /// realm instead of pointing at a document that does not exist.
+    pub fn challenge(&self, err: &AuthError, metadata_url: &str) -> String {
+        match self.mode {
+            Mode::Jwt(_) => err.challenge(Some(metadata_url)),
+            _ => err.challenge(None),
         }
     }
 

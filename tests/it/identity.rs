@@ -502,6 +502,10 @@ async fn api_keys_authenticate_and_the_file_reloads() {
     let err = auth.authenticate(&bearer("key-mallory")).await.unwrap_err();
     assert!(matches!(err, AuthError::UnknownKey));
     assert_invalid_token(&err, "unknown key");
+    // No OAuth metadata exists in this mode, so the challenge does not point at any.
+    let challenge = auth.challenge(&err, METADATA);
+    assert!(!challenge.contains("resource_metadata"), "{challenge}");
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     assert!(matches!(
         auth.authenticate(&HeaderMap::new()).await,
         Err(AuthError::Missing)
