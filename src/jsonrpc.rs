@@ -189,7 +189,9 @@ pub fn parse_message(body: &[u8]) -> Result<Message, ParseError> {
 fn check_method_params(method: &str, params: Option<&Value>) -> Result<(), ParseError> {
     let field = match method {
         "tools/call" | "prompts/get" => "name",
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        // Only the methods whose target the policy reads; others (resources/subscribe, which
+        // the stateless era removed, unknown methods) are forwarded for the upstream to judge.
+        "resources/read" => "uri",
         _ => return Ok(()),
     };
     let value = params.and_then(|p| p.get(field));

@@ -318,8 +318,10 @@ impl Gateway {
             request_id: msg.id().cloned(),
             method,
             profiles: decision.redact.clone(),
+            // dry_run decides and records but never blocks, so it hides nothing either.
             filter_tools: matches!(msg.kind, Kind::Request { .. })
-                && msg.method() == Some("tools/list"),
+                && msg.method() == Some("tools/list")
+                && self.config.policy.mode == PolicyMode::Enforce,
             stateless: era == Era::Stateless,
             input: Arc::new(input),
             log: LogSlot::new(self.clone(), log),

@@ -443,3 +443,39 @@ async fn unknown_methods_are_decided_by_policy_and_forwarded_when_allowed() {
             .any(|(k, v)| k == "mcp-param-region" && v == "eu-west-1")
     );
 }
+
+#[tokio::test]
+async fn dry_run_records_denials_but_blocks_and_hides_nothing() {
+    let opts = Options {
+        mode: eks_mcp_gateway::config::PolicyMode::DryRun,
+        ..Options::default()
+    }
+    .principal("bob@example.com", &["payments-dev"]);
+    let h = Harness::start_with(opts).await;
+    let c = h.client();
+    let all = c.stateless("tools/list", json!({})).await;
+    assert_eq!(
+        all.result()["tools"].as_array().unwrap().len(),
+        20,
+        "dry_run hides no tool"
+    );
+    let r = c
+        .stateless_call("read_k8s_resource", json!({"cluster_name": "dev", "kind": "Secret", "api_version": "v1", "namespace": "payments", "name": "payments-db-credentials"}))
+        .await;
+    assert!(!r.is_tool_error(), "dry_run never blocks: {}", r.text());
+    assert!(
+        h.sim
+            .tool_calls()
+            .iter()
+            .any(|(t, _)| t == "read_k8s_resource"),
+        "the call was forwarded"
+    );
+    let recs = h.audit_records(2).await;
+    let rec = recs
+        .iter()
+        .find(|r| r["tool"] == "read_k8s_resource")
+        .expect("audited");
+    assert_eq!(rec["decision"]["allow"], false, "{rec}");
+    assert_eq!(rec["decision"]["enforced"], false, "{rec}");
+    assert_eq!(rec["decision"]["mode"], "dry_run");
+}
