@@ -13,6 +13,26 @@
 //!
 //! This module never sees caller credentials or raw session ids: the caller passes arguments
 //! that were already redacted, and session ids only as a hash ([`session_hash`]).
+//!
+//! One record (one line in the file, shown wrapped here):
+//!
+//! ```json
+//! {"decision_id":"afa1c7f9-9cb4-4539-b0f3-e2c715c9023e","timestamp":"2026-11-25T14:41:57.455Z",
+//!  "principal":{"id":"alice@example.com","groups":["platform-admins"],"auth":"jwt"},
+//!  "client":{"name":"claude-code","version":"2.1.0"},"method":"tools/call","tool":"apply_yaml",
+//!  "era":"session","session":"3f9a0c1be27d4a55",
+//!  "facts":{"cluster":"dev","namespaces":["payments"],"all_namespaces":false,"kinds":["Secret"],
+//!           "operation":null,"access":"write"},
+//!  "arguments":{"cluster_name":"dev","yaml_content":"...password: [REDACTED:credential_assignment]\n"},
+//!  "decision":{"allow":false,"mode":"enforce","enforced":true,
+//!              "reasons":["... Secrets are never created or changed through MCP ..."],
+//!              "rules":["secrets.write"],"redact":["baseline"]},
+//!  "redactions":[{"detector":"credential_assignment","path":"$.params.arguments.yaml_content"}],
+//!  "upstream":null,"policy_revision":"ffb195033f03c257","duration_ms":10.402}
+//! ```
+//!
+//! `upstream` is `{status, latency_ms, error}` when the request went (or tried to go)
+//! upstream; `decision.enforced` is false for a deny in `dry_run` mode.
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
