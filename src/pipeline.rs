@@ -917,7 +917,7 @@ impl Relay {
     ) -> GatewayBody {
         let max = self.gateway.config.upstream.max_message_bytes;
         let idle = self.gateway.config.upstream.idle_timeout;
-        let stream_guard = StreamGuard::new(stream_permit.is_some());
+        let stream_guard = StreamGuard::new();
         let state = SseState {
             relay: self,
             upstream,
@@ -1054,23 +1054,20 @@ impl SseState {
     }
 }
 
-/// Keeps the open-stream gauge right however the stream ends.
-struct StreamGuard(bool);
+/// Keeps the open-SSE-stream gauge right however a stream ends (GET streams and streamed
+/// POST responses alike).
+struct StreamGuard;
 
 impl StreamGuard {
-    fn new(counted: bool) -> Self {
-        if counted {
-            metrics::global().open_sse_streams.inc();
-        }
-        StreamGuard(counted)
+    fn new() -> Self {
+        metrics::global().open_sse_streams.inc();
+        StreamGuard
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if self.0 {
-            metrics::global().open_sse_streams.dec();
-        }
+        metrics::global().open_sse_streams.dec();
     }
 }
 
