@@ -529,3 +529,13 @@ fn redactor_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Redactor>();
 }
+
+#[test]
+fn trigger_dense_blobs_scan_in_linear_time_and_stay_intact() {
+    // Keywords every few bytes inside one long run: each check must stay bounded.
+    let blob = "keyPassTokenAuth".repeat(64 * 1024);
+    let text = format!("data {blob} end");
+    let (out, found) = r().redact_text(&text, &base());
+    assert!(found.is_empty());
+    assert_eq!(out, text);
+}

@@ -313,12 +313,18 @@ impl TextScanner {
         let b = s.as_bytes();
         let n = b.len();
         let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
+        // Key names are short; a keyword inside a long run (base64 image data, a hash) is
+        // not a key. Bounded expansion keeps a trigger-dense blob linear to scan.
+        const MAX_KEY: usize = 64;
         let mut st = pos;
-        while st > 0 && ident(b[st - 1]) {
+        while st > 0 && pos - st <= MAX_KEY && ident(b[st - 1]) {
             st -= 1;
         }
-        let en = run(b, pos, ident);
-        if en - st > 64 {
+        let mut en = pos;
+        while en < n && en - pos <= MAX_KEY && ident(b[en]) {
+            en += 1;
+        }
+        if en - st > MAX_KEY {
             return (None, en);
         }
         let raw = &s[st..en];
