@@ -4,7 +4,8 @@
 //! text block plus a JSON document in a text block):
 //! - `log_clean`: ~1 MB of pod log lines (`get_pod_logs`) with no secrets;
 //! - `log_secrets`: the same with a planted secret every ~50 lines;
-//! - `json_clean`: ~1 MB `list_k8s_resources`-style JSON document with no secrets;
+//! - `json_clean`: ~1 MB `list_k8s_resources`-style JSON document with no secrets (but with
+//!   trigger words such as toleration `key`s, so the cheap probe has to look closer);
 //! - `json_secrets`: the same with Secrets, env credentials and tokens mixed in.
 //!
 //! Each iteration clones the message (the clone is measured separately as `clone_only` so it
@@ -84,7 +85,8 @@ fn json_result(with_secrets: bool) -> Value {
                 "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-20T08:00:00Z", "prometheus.io/scrape": "true"},
                 "uid": "7f3c9a2e-41b0-4c1e-9d7a-0b5e2f1c8a90", "resourceVersion": "918273645",
                 "image": "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/coredns@sha256:5b7ec0b1a2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d",
-                "nodeName": "ip-10-0-3-17.us-west-2.compute.internal", "podIP": "10.0.3.17"})
+                "nodeName": "ip-10-0-3-17.us-west-2.compute.internal", "podIP": "10.0.3.17",
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "payments", "effect": "NoSchedule"}]})
         };
         size += item.to_string().len();
         items.push(item);

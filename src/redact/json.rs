@@ -464,7 +464,7 @@ impl<'a> Walk<'a> {
 
     /// A string: a JSON document inside it is walked structurally, anything else is text.
     pub(crate) fn string(&mut self, s: &mut String) {
-        if !self.scanner.has_trigger(s) && !has_json_escape(s) {
+        if !has_json_escape(s) && !self.scanner.might_redact(s, self.active) {
             return;
         }
         let t = s.trim_start();

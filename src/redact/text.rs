@@ -214,6 +214,40 @@ impl TextScanner {
         self.ac.is_match(s)
     }
 
+    /// Could anything in `s` be redacted — by the text rules, or by the structural rules once
+    /// `s` is parsed as JSON? A cheap, conservative probe over the raw text: every trigger is
+    /// checked the way `scan` would check it, except that a credential word only has to sit in
+    /// a credential-like name (`"password"`, `DB_PASSWORD`, `kind: Secret`, `auths`), without a
+    /// value after it. `false` means neither `scan` nor the JSON walk can find anything.
+    pub(crate) fn might_redact(&self, s: &str, active: DetectorSet) -> bool {
+        let b = s.as_bytes();
+        let mut scratch = Vec::new();
+        for m in self.ac.find_iter(s) {
+            let pos = m.start();
+            let hit = match self.rules[m.pattern().as_usize()] {
+                Rule::Keyword => keyword_in_credential_name(b, pos),
+                Rule::AwsKeyId => {
+                    self.aws_key_id(s, pos, active, &mut scratch).is_some() || !scratch.is_empty()
+                }
+                Rule::AwsSessionToken => aws_session_token(b, pos).is_some(),
+                Rule::Pem => pem(s, pos).is_some(),
+                Rule::Jwt => jwt_or_docker_b64(b, pos, active).is_some(),
+                Rule::Bearer => bearer(b, pos).is_some(),
+                Rule::Basic => basic(b, pos).is_some(),
+                Rule::ConnString => conn_string(b, pos, m.end()).is_some(),
+                Rule::Known(i) => {
+                    (pos == 0 || !is_word(b[pos - 1]))
+                        && self.known[i as usize].re.is_match(&s[pos..])
+                }
+                Rule::Extra(i) => self.extra[i as usize].re.is_match(s),
+            };
+            if hit {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Find every secret in `s` for the active detectors; spans come back sorted and disjoint.
     pub(crate) fn scan(&self, s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
         spans.clear();
@@ -525,6 +559,39 @@ impl TextScanner {
             det: d::AWS_ACCESS_KEY_ID,
         })
     }
+}
+
+/// Is the credential word at `pos` part of a name that a structural or assignment rule acts
+/// on? (`password`, `DB_PASSWORD`, `Secret`, `SecretList`, `auths`, `Opaque`; not `key`,
+/// `tokenizer`, `keyboard`.)
+fn keyword_in_credential_name(b: &[u8], pos: usize) -> bool {
+    const MAX_KEY: usize = 64;
+    let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/');
+    let mut st = pos;
+    while st > 0 && pos - st <= MAX_KEY && ident(b[st - 1]) {
+        st -= 1;
+    }
+    let mut en = pos;
+    while en < b.len() && en - pos <= MAX_KEY && ident(b[en]) {
+        en += 1;
+    }
+    if en - st > MAX_KEY {
+        return false;
+    }
+    let Ok(name) = std::str::from_utf8(&b[st..en]) else {
+        return true;
+    };
+    let name = name.trim_matches(['-', '.', '/']);
+    let lower = name.to_ascii_lowercase();
+    // Shapes the JSON walk recognises by a name that is not itself a credential name.
+    if matches!(
+        lower.as_str(),
+        "auth" | "auths" | "opaque" | "identitytoken" | "registrytoken"
+    ) || lower.ends_with("/last-applied-configuration")
+    {
+        return true;
+    }
+    names::classify(name).is_some() || name.split('/').any(|part| names::classify(part).is_some())
 }
 
 fn mixed_case(v: &[u8]) -> bool {
