@@ -300,10 +300,10 @@ async fn wait_ready(client: &Client<HttpConnector, Full<Bytes>>, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
-        if let Ok(r) = client.request(req).await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = client.request(req).await
+            && r.status().is_success()
+        {
+            return;
         }
         assert!(Instant::now() < deadline, "gateway did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;

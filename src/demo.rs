@@ -79,7 +79,7 @@ pub async fn run(
         shutdown,
     )
     .await?;
-    gateway.audit.flush().await;
+    crate::front::flush_audit(&gateway).await;
     upstream.shutdown();
     Ok(())
 }

@@ -123,11 +123,12 @@ async fn route(
         return resp;
     }
     if path.starts_with("/.well-known/oauth-protected-resource") {
-        let base = format!(
-            "http://{}",
-            mcp::header_str(req.headers(), "host").unwrap_or("localhost")
+        let resource = format!(
+            "http://{}{}",
+            mcp::header_str(req.headers(), "host").unwrap_or("localhost"),
+            gw.config.mcp_path
         );
-        return match gw.auth.protected_resource_metadata(&base) {
+        return match gw.auth.protected_resource_metadata(&resource) {
             Some(doc) => json_response(StatusCode::OK, &doc),
             None => plain_status(StatusCode::NOT_FOUND, "this gateway does not use OAuth"),
         };
@@ -258,6 +259,21 @@ fn origin_is_loopback(origin: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Flush the audit queue on shutdown, bounded: a sink that keeps failing must not keep the
+/// process alive forever (what is lost is logged by the sink).
+pub async fn flush_audit(gateway: &Gateway) {
+    let grace = gateway.config.limits.shutdown_grace;
+    if tokio::time::timeout(grace, gateway.audit.flush())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            ?grace,
+            "audit records could not be flushed before the shutdown deadline"
+        );
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -327,7 +343,7 @@ pub async fn run(
     if let Some(t) = ops_task {
         let _ = t.await;
     }
-    gateway.audit.flush().await;
+    flush_audit(&gateway).await;
     Ok(())
 }
 

@@ -19,7 +19,6 @@ pub mod sse;
 pub mod redact;
 pub mod audit;
 pub mod metrics;
-pub mod health;
 pub mod telemetry;
 pub mod pipeline;
 pub mod sim;

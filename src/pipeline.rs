@@ -132,7 +132,7 @@ impl Gateway {
                     .with_label_values(&[e.reason()])
                     .inc();
                 let meta = self.resource_metadata_url(req.headers());
-                return auth_challenge(&e.www_authenticate(&meta), e.status(), &e.to_string());
+                return auth_challenge(&self.auth.challenge(&e, &meta), e.status(), &e.to_string());
             }
         };
         let Ok(permit) = self.requests.clone().try_acquire_owned() else {
@@ -515,6 +515,16 @@ impl Gateway {
             .with_label_values(&[metrics::status_class(status.as_u16())])
             .inc();
         relay.with_log(|l| l.upstream_status = Some(status.as_u16()));
+        if status.is_success() {
+            // Best effort: sessions that expire upstream without a DELETE stay counted.
+            match relay.method.as_str() {
+                "initialize" if resp.headers().contains_key(mcp::H_SESSION_ID) => {
+                    metrics::global().open_sessions.inc()
+                }
+                METHOD_DELETE_SESSION => metrics::global().open_sessions.dec(),
+                _ => {}
+            }
+        }
         if is_error_status(status.as_u16()) {
             let (up_parts, up_body) = resp.into_parts();
             // Error bodies are small; read a bounded prefix for the hint, never relay it raw.
@@ -1076,11 +1086,10 @@ impl Drop for StreamGuard {
 /// chain. Headers carry it in every case.
 fn propagate_trace_in_meta(msg: &mut Message, span: &tracing::Span) {
     if let Some(Value::Object(meta)) = msg.value.get_mut("params").and_then(|p| p.get_mut("_meta"))
+        && meta.contains_key("traceparent")
     {
-        if meta.contains_key("traceparent") {
-            meta.remove("tracestate");
-            telemetry::inject_meta(span, meta);
-        }
+        meta.remove("tracestate");
+        telemetry::inject_meta(span, meta);
     }
 }
 

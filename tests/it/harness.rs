@@ -380,10 +380,10 @@ pub fn sse_messages(body: &[u8]) -> Vec<Value> {
     let mut p = eks_mcp_gateway::sse::SseParser::new(256 << 20);
     let mut out = Vec::new();
     for item in p.push(body).expect("valid SSE") {
-        if let eks_mcp_gateway::sse::SseItem::Event(ev) = item {
-            if let Ok(v) = serde_json::from_str(&ev.data) {
-                out.push(v);
-            }
+        if let eks_mcp_gateway::sse::SseItem::Event(ev) = item
+            && let Ok(v) = serde_json::from_str(&ev.data)
+        {
+            out.push(v);
         }
     }
     out
