@@ -409,12 +409,24 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 enum CredentialEvent {
     Refresh,
     Failure,
+    SessionHit,
+    SessionMiss,
+    SessionError,
 }
 
-/// Hook for the process-wide metrics registry. The counters in the structs here are the
-/// source of truth; this only mirrors them when a registry is wired in.
+/// Mirror an event into the process-wide Prometheus registry
+/// (`mcp_gateway_credential_refreshes_total`, `mcp_gateway_role_session_cache_total`).
+/// The counters in the structs here stay the source of truth for tests and `/readyz`.
 fn record_metric(event: CredentialEvent) {
-    let _ = event;
+    let m = crate::metrics::global();
+    let (counter, label) = match event {
+        CredentialEvent::Refresh => (&m.credential_refreshes_total, "ok"),
+        CredentialEvent::Failure => (&m.credential_refreshes_total, "error"),
+        CredentialEvent::SessionHit => (&m.role_session_cache_total, "hit"),
+        CredentialEvent::SessionMiss => (&m.role_session_cache_total, "miss"),
+        CredentialEvent::SessionError => (&m.role_session_cache_total, "error"),
+    };
+    counter.with_label_values(&[label]).inc();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -577,6 +589,7 @@ impl RoleSessions {
             && usable(&session.credentials, session.fetched_at, now)
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            record_metric(CredentialEvent::SessionHit);
             if due(&session, now) {
                 let this = self.clone();
                 let (slot, key, role_arn) = (slot.clone(), key.clone(), role_arn.clone());
@@ -594,9 +607,11 @@ impl RoleSessions {
         {
             // Another request for the same caller fetched it while this one waited.
             self.hits.fetch_add(1, Ordering::Relaxed);
+            record_metric(CredentialEvent::SessionHit);
             return Ok(session);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        record_metric(CredentialEvent::SessionMiss);
         self.assume(&slot, &key, &role_arn).await
     }
 
@@ -644,6 +659,7 @@ impl RoleSessions {
         let role_label = key.role.clone().unwrap_or_else(|| role_arn.to_string());
         let fail = |detail: String| {
             self.failures.fetch_add(1, Ordering::Relaxed);
+            record_metric(CredentialEvent::SessionError);
             tracing::warn!(role = %role_arn, principal = %key.principal, error = %detail,
                 "STS AssumeRole for a caller failed");
             RoleSessionError::AssumeRole {
