@@ -970,6 +970,45 @@ mod tests {
         assert!(cache.stats().refreshes >= 2);
     }
 
+    #[tokio::test]
+    async fn health_goes_expiring_then_failed_when_refreshes_keep_failing() {
+        let p = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            lifetime: Duration::from_secs(8),
+            fail: false.into(),
+        });
+        let cache =
+            CredentialCache::start(SharedCredentialsProvider::new(SharedCounting(p.clone())))
+                .await
+                .unwrap();
+        p.fail.store(true, Ordering::SeqCst);
+        let mut seen_expiring = false;
+        let mut last = cache.health();
+        for _ in 0..150 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            last = cache.health();
+            match &last {
+                CredentialHealth::Expiring { message, .. } => {
+                    assert!(message.contains("test provider is off"), "{message}");
+                    assert!(last.is_ready());
+                    seen_expiring = true;
+                }
+                CredentialHealth::Failed { .. } => break,
+                CredentialHealth::Ok { .. } => {}
+            }
+        }
+        assert!(seen_expiring, "never reported expiring; last: {last:?}");
+        assert!(!last.is_ready(), "still ready after expiry: {last:?}");
+        assert!(
+            last.message().contains("test provider is off"),
+            "{}",
+            last.message()
+        );
+        let err = cache.get().await.unwrap_err();
+        assert!(err.message.contains("test provider is off"));
+        assert!(cache.stats().failures >= 2);
+    }
+
     #[derive(Debug)]
     struct SharedCounting(Arc<Counting>);
     impl ProvideCredentials for SharedCounting {

@@ -535,6 +535,21 @@ mod tests {
         p.headers["authorization"].to_str().unwrap()
     }
 
+    /// The pipeline shares one signer across tasks and awaits `sign` inside spawned tasks.
+    #[allow(dead_code)]
+    fn signer_and_its_futures_are_send_and_sync(s: &Signer, p: &mut http::request::Parts) {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        send_sync(s);
+        let who = Principal {
+            id: "x".into(),
+            groups: vec![],
+            auth: crate::identity::AuthKind::Static,
+            claims: Default::default(),
+        };
+        send(&s.sign(p, b"", &who, None));
+    }
+
     #[test]
     fn derives_service_and_region_from_the_hosted_endpoint() {
         assert_eq!(
