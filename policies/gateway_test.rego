@@ -91,3 +91,15 @@ test_glob_match if {
 	not data.eks_mcp.gateway.glob_match("payments", "payments-x")
 	not data.eks_mcp.gateway.glob_match("dev-*", "prod-dev")
 }
+
+test_glob_shapes if {
+	data.eks_mcp.gateway.glob_match("*", "")
+	data.eks_mcp.gateway.glob_match("*-prod", "shop-prod")
+	not data.eks_mcp.gateway.glob_match("*-prod", "shop-prod-1")
+	data.eks_mcp.gateway.glob_match("*-prod-*", "shop-prod-1")
+	data.eks_mcp.gateway.glob_match("*.dkr.ecr.*.amazonaws.com", "1.dkr.ecr.us-west-2.amazonaws.com")
+	not data.eks_mcp.gateway.glob_match("*.dkr.ecr.*.amazonaws.com", "evil.com")
+	data.eks_mcp.gateway.glob_match("team-?", "team-a")
+	not data.eks_mcp.gateway.glob_match("team-?*", "team-")
+	not data.eks_mcp.gateway.glob_match("dev-*", null)
+}

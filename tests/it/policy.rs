@@ -972,3 +972,158 @@ async fn watcher_picks_up_changes() {
         json!({"cluster_name": "dev-1", "kind": "Pod", "api_version": "v1", "name": "p", "namespace": "web"}),
     ));
 }
+
+/// Through the running gateway in front of the embedded upstream: denied calls come back as
+/// tool errors carrying the policy's reasons and never reach the upstream.
+mod e2e {
+    use serde_json::{Value, json};
+
+    use crate::harness::{Harness, Options};
+
+    async fn as_principal(id: &str, groups: &[&str]) -> Harness {
+        Harness::start_with(Options::default().principal(id, groups)).await
+    }
+
+    const THREE_DOCS: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n\
+        apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n---\n\
+        apiVersion: v1\nkind: Secret\nmetadata: {name: c}\nstringData: {password: hunter2}\n";
+
+    #[tokio::test]
+    async fn denied_calls_are_tool_errors_and_never_reach_the_upstream() {
+        let h = as_principal("alice", &["payments-dev"]).await;
+        let mut c = h.client();
+        c.initialize().await;
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                "read_k8s_resource",
+                json!({"cluster_name": "dev", "kind": "Secret", "api_version": "v1",
+                       "name": "payments-db-credentials", "namespace": "payments"}),
+                "Secret contents never leave the cluster",
+            ),
+            (
+                "read_k8s_resource",
+                json!({"cluster_name": "dev", "kind": "secret", "api_version": "v1",
+                       "name": "payments-db-credentials", "namespace": "payments"}),
+                "Secret contents never leave the cluster",
+            ),
+            (
+                "apply_yaml",
+                json!({"cluster_name": "dev", "namespace": "payments", "yaml_content": THREE_DOCS}),
+                "yaml_content[2]",
+            ),
+            (
+                "apply_yaml",
+                json!({"cluster_name": "dev", "namespace": "payments", "yaml_content":
+                       "kind: List\nitems:\n- {apiVersion: v1, kind: SECRET, metadata: {name: s}}\n"}),
+                "items[0]",
+            ),
+            (
+                "manage_k8s_resource",
+                json!({"operation": "create", "cluster_name": "dev", "kind": "ConfigMap",
+                       "api_version": "v1", "name": "x",
+                       "body": {"metadata": {"name": "x", "namespace": "kube-system"}}}),
+                "namespace kube-system on cluster dev is read-only",
+            ),
+            (
+                "list_k8s_resources",
+                json!({"cluster_name": "dev", "kind": "Pod", "api_version": "v1"}),
+                "reaches all namespaces",
+            ),
+            (
+                "manage_k8s_resource",
+                json!({"operation": "DeLeTe", "cluster_name": "dev", "kind": "ConfigMap",
+                       "api_version": "v1", "name": "checkout-config", "namespace": "checkout"}),
+                "namespace checkout on cluster dev is read-only",
+            ),
+            (
+                "manage_k8s_resource",
+                json!({"operation": "patch", "cluster_name": "prod", "kind": "Deployment",
+                       "api_version": "apps/v1", "name": "payments-api", "namespace": "payments",
+                       "body": {"spec": {"replicas": 0}}}),
+                "ask for a break-glass grant",
+            ),
+            ("exec_in_pod", json!({"cluster_name": "dev"}), "unknown tools are denied"),
+            (
+                "add_inline_policy",
+                json!({"policy_name": "p", "role_name": "eks-dev-node-role",
+                       "permissions": {"Effect": "Allow", "Action": "*", "Resource": "*"}}),
+                "off unless granted",
+            ),
+        ];
+        for (tool, args, expect) in cases {
+            let r = c.call_tool(tool, args).await;
+            assert!(r.is_tool_error(), "{tool} should be denied: {}", r.text());
+            assert!(r.tool_text().contains(expect), "{tool}: {}", r.tool_text());
+        }
+        // The same bytes with an escaped tool name are the same tool.
+        let raw = br#"{"jsonrpc":"2.0","id":900,"method":"tools/call","params":{"name":"read\u005fk8s\u005fresource","arguments":{"cluster_name":"dev","kind":"Secret","api_version":"v1","name":"payments-db-credentials","namespace":"payments"}}}"#;
+        let r = c.post_raw(&raw[..], &[]).await;
+        assert!(r.is_tool_error(), "{}", r.text());
+        assert!(
+            h.sim.tool_calls().is_empty(),
+            "the upstream received denied calls: {:?}",
+            h.sim.tool_calls()
+        );
+
+        // Allowed calls do reach it.
+        let ok = c
+            .call_tool(
+                "list_k8s_resources",
+                json!({"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"}),
+            )
+            .await;
+        assert!(!ok.is_tool_error(), "{}", ok.text());
+        assert_eq!(h.sim.tool_calls().len(), 1);
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn tools_list_is_filtered_per_principal() {
+        let names = |r: &crate::harness::Reply| -> Vec<String> {
+            r.result()["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let h = as_principal("sam", &["sre-oncall"]).await;
+        let mut c = h.client();
+        c.initialize().await;
+        let listed = names(&c.request("tools/list", json!({})).await);
+        assert!(listed.contains(&"list_k8s_resources".to_string()), "{listed:?}");
+        assert!(listed.contains(&"manage_k8s_resource".to_string()), "{listed:?}");
+        assert!(!listed.contains(&"apply_yaml".to_string()), "{listed:?}");
+        assert!(!listed.contains(&"add_inline_policy".to_string()), "{listed:?}");
+        h.stop().await;
+
+        let h = as_principal("ada", &["platform-admins"]).await;
+        let c = h.client();
+        let listed = names(&c.stateless("tools/list", json!({})).await);
+        assert_eq!(listed.len(), 20, "{listed:?}");
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_denied_non_tool_method_is_a_json_rpc_error_with_an_application_code() {
+        // A copy of the shipped policies whose data refuses resources/read.
+        let dir = super::copy_shipped();
+        let data = std::fs::read_to_string(dir.path().join("data.yaml")).unwrap();
+        let refusing = data.replace("denied: []", "denied: [\"resources/read\"]");
+        assert_ne!(refusing, data);
+        std::fs::write(dir.path().join("data.yaml"), refusing).unwrap();
+        let opts = Options {
+            policy_dir: dir.path().to_path_buf(),
+            ..Options::default().principal("alice", &["payments-dev"])
+        };
+        let h = Harness::start_with(opts).await;
+        let mut c = h.client();
+        c.initialize().await;
+        let r = c.request("resources/read", json!({"uri": "eks://dev/anything"})).await;
+        let err = r.error();
+        let code = err["code"].as_i64().unwrap();
+        assert!(!(-32768..=-32000).contains(&code), "reserved code {code}: {err}");
+        assert!(err["message"].as_str().unwrap().contains("resources/read"), "{err}");
+        h.stop().await;
+    }
+}
