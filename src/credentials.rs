@@ -43,6 +43,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retry delays after a failed background refresh: doubling from the first, capped.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_CAP: Duration = Duration::from_secs(30);
+/// Shortest pause between background refreshes, so a provider that keeps handing out
+/// nearly-expired credentials cannot make the refresh loop spin.
+const MIN_WAKE: Duration = Duration::from_secs(1);
 /// Upper bound on cached role sessions; expired ones are evicted first.
 const MAX_ROLE_SESSIONS: usize = 10_000;
 
@@ -252,9 +255,9 @@ impl CacheInner {
             },
         };
         match retry {
-            // After a failure, retry sooner than planned (the plan is already due).
+            // After a failure the plan is already due: wait out the backoff first.
             Some(backoff) => planned.max(backoff.min(RETRY_CAP)),
-            None => planned,
+            None => planned.max(MIN_WAKE),
         }
     }
 }
