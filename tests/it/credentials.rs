@@ -281,10 +281,11 @@ async fn environment_credentials_sign_requests_the_upstream_accepts() {
     assert!(signer.health().is_ready(), "{}", signer.health().message());
 }
 
-#[tokio::test]
-async fn profile_files_supply_credentials_and_region() {
-    const NAME: &str = "credentials::profile_files_supply_credentials_and_region";
-    if !is_child(NAME) {
+/// Credentials and region from shared config files, the profile named by `signing.profile`
+/// (`via_env: false`) or by `AWS_PROFILE` (`via_env: true`). The `default` profile holds other
+/// keys, so using it would fail the signature check.
+async fn profile_case(name: &str, via_env: bool) {
+    if !is_child(name) {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
         let credentials = dir.path().join("credentials");
@@ -296,17 +297,17 @@ async fn profile_files_supply_credentials_and_region() {
              aws_secret_access_key = profile/secret\n",
         )
         .unwrap();
-        return run_in_child(
-            NAME,
-            &[
-                ("AWS_CONFIG_FILE", config.display().to_string()),
-                (
-                    "AWS_SHARED_CREDENTIALS_FILE",
-                    credentials.display().to_string(),
-                ),
-            ],
-        )
-        .await;
+        let mut env = vec![
+            ("AWS_CONFIG_FILE", config.display().to_string()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                credentials.display().to_string(),
+            ),
+        ];
+        if via_env {
+            env.push(("AWS_PROFILE", "gateway".to_string()));
+        }
+        return run_in_child(name, &env).await;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let creds = SimCredentials {
@@ -324,8 +325,13 @@ async fn profile_files_supply_credentials_and_region() {
     )
     .await
     .unwrap();
+    let profile = if via_env {
+        None
+    } else {
+        Some("gateway".to_string())
+    };
     let cfg = SigningConfig {
-        profile: Some("gateway".into()),
+        profile,
         ..signing_on()
     };
     let signer = Signer::from_config(&cfg, &sim.url().parse().unwrap())
@@ -336,6 +342,20 @@ async fn profile_files_supply_credentials_and_region() {
     assert_eq!(signer.region(), "eu-north-1");
     assert_eq!(list_tools(&signer, &sim.url()).await, 200);
     assert_eq!(sim.signature_failures(), 0);
+}
+
+#[tokio::test]
+async fn profile_files_supply_credentials_and_region() {
+    profile_case(
+        "credentials::profile_files_supply_credentials_and_region",
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn aws_profile_env_selects_the_profile() {
+    profile_case("credentials::aws_profile_env_selects_the_profile", true).await;
 }
 
 #[tokio::test]
