@@ -51,7 +51,7 @@ truthy(v) if {
 
 where(r) := sprintf("%s %s (%s)", [r.kind, object_name(r), r.source])
 
-deny contains d if {
+content_deny_rules contains d if {
 	some p in pod_specs
 	spec := p.spec
 	some c in containers(spec)
@@ -62,7 +62,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+content_deny_rules contains d if {
 	some p in pod_specs
 	spec := p.spec
 	some v in list_field(spec, "volumes")
@@ -74,7 +74,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+content_deny_rules contains d if {
 	some p in pod_specs
 	spec := p.spec
 	some field in ["hostNetwork", "hostPID", "hostIPC"]
@@ -85,7 +85,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+content_deny_rules contains d if {
 	some p in pod_specs
 	spec := p.spec
 	some c in containers(spec)
@@ -98,7 +98,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+content_deny_rules contains d if {
 	some p in pod_specs
 	spec := p.spec
 	some c in containers(spec)
@@ -116,7 +116,7 @@ capability_allowed(cap) if {
 	name in data.gateway.baseline_capabilities
 }
 
-deny contains d if {
+content_deny_rules contains d if {
 	some p in pod_specs
 	spec := p.spec
 	some c in containers(spec)

@@ -8,7 +8,9 @@
 #   Rules add entries to two sets:
 #     deny    contains {"rule": id, "reason": sentence}   any entry denies the request
 #     notices contains {"rule": id, "reason": sentence}   recorded on an allowed request
-#   and may ask for extra redaction profiles through `redact_profiles`.
+#   and may ask for extra redaction profiles through `redact_profiles`. The sets are
+#   assembled from groups (auth_deny, method_deny, tool_deny, read_deny_rules, ...), see
+#   `deny` below.
 package eks_mcp.gateway
 
 # The one decision object the gateway reads.
@@ -21,6 +23,41 @@ decision := {
 }
 
 allow if count(deny) == 0
+
+# What denies this request. regorus evaluates every definition of a set it is asked for,
+# so the rules are grouped and only the groups that can apply to this request are
+# evaluated: authentication, then the method, then for tools/call the tool, read, write,
+# Secret and manifest-content groups. To add a rule, add to the group it belongs to
+# (e.g. `tool_deny contains {"rule": ..., "reason": ...} if { ... }`).
+deny := auth_deny if {
+	not authenticated
+} else := method_deny if {
+	not tool_call
+} else := d if {
+	d := (((((method_deny | tool_deny) | read_deny) | write_deny) | secret_deny) | content_deny)
+}
+
+read_deny := read_deny_rules if {
+	reading
+} else := set()
+
+write_deny := write_deny_rules if {
+	writing
+} else := set()
+
+secret_deny := secret_deny_rules if {
+	count(secret_resources) > 0
+} else := set()
+
+content_deny := content_deny_rules if {
+	kubernetes_write
+	count(input.target.objects) > 0
+} else := set()
+
+# Notes recorded on an allowed request, grouped the same way.
+notices := method_notices if {
+	not tool_call
+} else := tool_notices
 
 default allow := false
 
@@ -44,7 +81,7 @@ role := r if {
 
 # --- methods ---------------------------------------------------------------------------
 
-deny contains {
+auth_deny contains {
 	"rule": "auth.anonymous",
 	"reason": "the request carries no authenticated principal; sign in to the gateway and retry",
 } if {
@@ -56,7 +93,7 @@ authenticated if {
 	input.principal.id != ""
 }
 
-deny contains d if {
+method_deny contains d if {
 	some pattern in object.get(data.gateway.methods, "denied", [])
 	glob_match(pattern, input.mcp.method)
 	d := {
@@ -65,7 +102,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+method_deny contains d if {
 	input.mcp.method != "tools/call"
 	not method_allowed
 	d := {
@@ -79,7 +116,7 @@ method_allowed if {
 	glob_match(pattern, input.mcp.method)
 }
 
-notices contains n if {
+method_notices contains n if {
 	input.mcp.method != "tools/call"
 	n := {"rule": "methods.allowed", "reason": sprintf("%s is allowed for authenticated principals", [input.mcp.method])}
 }
@@ -112,32 +149,64 @@ names_principal(entry) if {
 
 # --- clusters and tiers ----------------------------------------------------------------
 
-# A glob as in data: `*` and `?` wildcards, no delimiters. Plain names compare exactly.
-glob_match(pattern, value) if {
-	is_string(value)
-	pattern == value
-}
-
-glob_match(pattern, value) if {
-	is_string(value)
-	is_string(pattern)
-	pattern != value
-	is_glob(pattern)
-	glob.match(pattern, null, value)
-}
-
-is_glob(p) if contains(p, "*")
-
-is_glob(p) if contains(p, "?")
-
-is_glob(p) if contains(p, "[")
-
-is_glob(p) if contains(p, "{")
-
+# Globs as in data: `*` and `?` wildcards, no delimiters; names without wildcards compare
+# exactly. glob.match compiles its pattern on every call (tens of microseconds), so the
+# common shapes are tried first as plain string tests: exact names, `prefix*`, `*suffix`.
+# Only a pattern of another shape (`*-prod-*`, `team-?`) reaches glob.match.
 any_glob_match(patterns, value) if {
+	is_string(value)
+	value in patterns
+} else := true if {
+	is_string(value)
 	some p in patterns
-	glob_match(p, value)
+	simple_wildcard(p)
+	endswith(p, "*")
+	startswith(value, trim_suffix(p, "*"))
+} else := true if {
+	is_string(value)
+	some p in patterns
+	simple_wildcard(p)
+	startswith(p, "*")
+	endswith(value, trim_prefix(p, "*"))
+} else := true if {
+	is_string(value)
+	some p in patterns
+	is_string(p)
+	contains(p, "*")
+	not simple_wildcard(p)
+	glob.match(p, null, value)
+} else := true if {
+	is_string(value)
+	some p in patterns
+	other_wildcard(p)
+	not contains(p, "*")
+	glob.match(p, null, value)
 }
+
+glob_match(pattern, value) if any_glob_match([pattern], value)
+
+# One `*`, at the end or at the start, and no other wildcard.
+simple_wildcard(p) if {
+	is_string(p)
+	endswith(p, "*")
+	count(split(p, "*")) == 2
+	not other_wildcard(p)
+}
+
+simple_wildcard(p) if {
+	is_string(p)
+	startswith(p, "*")
+	count(split(p, "*")) == 2
+	not other_wildcard(p)
+}
+
+other_wildcard(p) if contains(p, "?")
+
+other_wildcard(p) if contains(p, "[")
+
+other_wildcard(p) if contains(p, "{")
+
+other_wildcard(p) if contains(p, "\\")
 
 # The tier of the target cluster: the first tier in data.gateway.tiers with a matching
 # pattern, else data.gateway.default_tier (prod unless the data says otherwise).

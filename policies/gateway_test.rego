@@ -102,4 +102,8 @@ test_glob_shapes if {
 	data.eks_mcp.gateway.glob_match("team-?", "team-a")
 	not data.eks_mcp.gateway.glob_match("team-?*", "team-")
 	not data.eks_mcp.gateway.glob_match("dev-*", null)
+	data.eks_mcp.gateway.glob_match("a*b", "axxb")
+	not data.eks_mcp.gateway.glob_match("a*b", "axxc")
+	data.eks_mcp.gateway.glob_match("dev-*", "dev-")
+	not data.eks_mcp.gateway.glob_match("dev-*", "de")
 }

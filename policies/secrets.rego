@@ -14,7 +14,7 @@ secret_resources contains r if {
 	r.kind in data.gateway.secrets.kinds
 }
 
-deny contains d if {
+secret_deny_rules contains d if {
 	writing
 	some r in secret_resources
 	d := {
@@ -23,7 +23,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+secret_deny_rules contains d if {
 	tool_call
 	input.tool.access != "write"
 	some r in secret_resources
@@ -43,7 +43,7 @@ secret_listing if {
 	count(secret_resources) > 0
 }
 
-notices contains n if {
+tool_notices contains n if {
 	secret_listing
 	n := {"rule": "secrets.list_redacted", "reason": "Secrets are listed by name only: values and last-applied-configuration annotations are redacted"}
 }

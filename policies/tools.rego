@@ -9,7 +9,7 @@ package eks_mcp.gateway
 
 tool_call if input.mcp.method == "tools/call"
 
-deny contains d if {
+tool_deny contains d if {
 	tool_call
 	not is_object(input.tool)
 	d := {
@@ -18,7 +18,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+tool_deny contains d if {
 	tool_call
 	input.tool.known == false
 	d := {
@@ -27,7 +27,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+tool_deny contains d if {
 	tool_call
 	is_string(input.target.parse_error)
 	d := {
@@ -36,7 +36,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+tool_deny contains d if {
 	tool_call
 	input.tool.targets_cluster
 	not is_string(input.target.cluster)
@@ -48,7 +48,7 @@ deny contains d if {
 
 # --- clusters --------------------------------------------------------------------------
 
-deny contains d if {
+tool_deny contains d if {
 	tool_call
 	is_string(input.target.cluster)
 	not cluster_allowed
@@ -76,7 +76,7 @@ reading if {
 	input.tool.access in {"read", "sensitive"}
 }
 
-deny contains d if {
+read_deny_rules contains d if {
 	reading
 	some ns in input.target.namespaces
 	not namespace_readable(ns)
@@ -103,7 +103,7 @@ namespace_readable(ns) if {
 	any_glob_match(g.namespaces, ns)
 }
 
-deny contains d if {
+read_deny_rules contains d if {
 	reading
 	input.target.all_namespaces
 	not cluster_wide_reader
@@ -121,7 +121,7 @@ cluster_wide_reader if {
 
 # --- allowed reads ---------------------------------------------------------------------
 
-notices contains n if {
+tool_notices contains n if {
 	reading
 	input.tool.access == "read"
 	n := {"rule": "reads.allowed", "reason": sprintf("%s is a read allowed for %s", [input.tool.name, who])}
@@ -129,7 +129,7 @@ notices contains n if {
 
 # Sensitive reads (pod logs, events, CloudWatch logs) are allowed where reads are, and
 # their results go through the baseline secret detectors.
-notices contains n if {
+tool_notices contains n if {
 	reading
 	input.tool.access == "sensitive"
 	n := {"rule": "sensitive.redacted", "reason": sprintf("%s returns sensitive data; secrets in the result are redacted", [input.tool.name])}

@@ -53,7 +53,7 @@ write_granted_namespace(ns) if {
 	any_glob_match(g.namespaces, ns)
 }
 
-deny contains d if {
+write_deny_rules contains d if {
 	kubernetes_write
 	not in_read_only_tier
 	some ns in input.target.namespaces
@@ -64,7 +64,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+write_deny_rules contains d if {
 	kubernetes_write
 	not in_read_only_tier
 	some r in input.target.resources
@@ -82,7 +82,7 @@ cluster_scoped_write_granted if {
 	object.get(g, "cluster_scoped", false) == true
 }
 
-deny contains d if {
+write_deny_rules contains d if {
 	kubernetes_write
 	input.target.all_namespaces
 	not all_namespaces_write_granted
@@ -98,7 +98,7 @@ all_namespaces_write_granted if {
 	"*" in g.namespaces
 }
 
-deny contains d if {
+write_deny_rules contains d if {
 	kubernetes_write
 	count(input.target.resources) == 0
 	not is_string(input.target.parse_error)
@@ -112,14 +112,14 @@ object_name(r) := r.name if {
 	is_string(r.name)
 } else := "(unnamed)"
 
-notices contains n if {
+tool_notices contains n if {
 	kubernetes_write
 	n := {"rule": "writes.granted", "reason": sprintf("a write grant covers this %s for %s on cluster %s", [write_operation, who, cluster_name])}
 }
 
 # --- tiers -----------------------------------------------------------------------------
 
-deny contains d if {
+write_deny_rules contains d if {
 	writing
 	in_read_only_tier
 	not break_glass
@@ -130,7 +130,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+write_deny_rules contains d if {
 	writing
 	in_read_only_tier
 	not break_glass
@@ -143,7 +143,7 @@ deny contains d if {
 
 # A break-glass writer in a read-only tier still needs a grant (the shipped data grants the
 # break-glass group everything); these repeat the grant checks that the tier rule replaced.
-deny contains d if {
+write_deny_rules contains d if {
 	kubernetes_write
 	in_read_only_tier
 	break_glass
@@ -155,7 +155,7 @@ deny contains d if {
 	}
 }
 
-deny contains d if {
+write_deny_rules contains d if {
 	kubernetes_write
 	in_read_only_tier
 	break_glass
@@ -168,7 +168,7 @@ deny contains d if {
 	}
 }
 
-notices contains n if {
+tool_notices contains n if {
 	writing
 	in_read_only_tier
 	break_glass
@@ -177,7 +177,7 @@ notices contains n if {
 
 # --- privileged AWS tools --------------------------------------------------------------
 
-deny contains d if {
+write_deny_rules contains d if {
 	aws_write
 	not aws_write_granted
 	d := {
@@ -217,7 +217,7 @@ aws_role_ok(g) if {
 	any_glob_match(g.roles, input.tool.arguments.role_name)
 }
 
-notices contains n if {
+tool_notices contains n if {
 	aws_write
 	n := {"rule": "aws.granted", "reason": sprintf("an AWS grant allows %s%s for %s", [input.tool.name, operation_suffix, who])}
 }
