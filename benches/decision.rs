@@ -19,7 +19,10 @@ fn shipped_dir() -> PathBuf {
 }
 
 fn load(dir: &Path) -> PolicyEngine {
-    let cfg = PolicyConfig { dir: dir.to_path_buf(), ..PolicyConfig::default() };
+    let cfg = PolicyConfig {
+        dir: dir.to_path_buf(),
+        ..PolicyConfig::default()
+    };
     PolicyEngine::load(&cfg).expect("policies load")
 }
 
@@ -33,7 +36,10 @@ fn decide(e: &PolicyEngine, id: &str, group: &str, tool: &str, args: &Value) -> 
             auth: AuthKind::Jwt,
             claims: Default::default(),
         },
-        client: ClientInfo { name: Some("bench".into()), version: Some("1".into()) },
+        client: ClientInfo {
+            name: Some("bench".into()),
+            version: Some("1".into()),
+        },
         mcp: McpFacts {
             method: "tools/call".into(),
             protocol_version: Some("2025-11-25".into()),
@@ -83,17 +89,41 @@ fn shipped_policies(c: &mut Criterion) {
     let read = read_args("payments");
     assert!(decide(&e, "alice", "payments-dev", "read_k8s_resource", &read).allow);
     g.bench_function("read_k8s_resource", |b| {
-        b.iter(|| decide(&e, "alice", "payments-dev", "read_k8s_resource", black_box(&read)))
+        b.iter(|| {
+            decide(
+                &e,
+                "alice",
+                "payments-dev",
+                "read_k8s_resource",
+                black_box(&read),
+            )
+        })
     });
     let write = write_args("payments");
     assert!(decide(&e, "alice", "payments-dev", "manage_k8s_resource", &write).allow);
     g.bench_function("manage_k8s_resource_patch", |b| {
-        b.iter(|| decide(&e, "alice", "payments-dev", "manage_k8s_resource", black_box(&write)))
+        b.iter(|| {
+            decide(
+                &e,
+                "alice",
+                "payments-dev",
+                "manage_k8s_resource",
+                black_box(&write),
+            )
+        })
     });
     let denied = read_args("kube-system");
     assert!(!decide(&e, "alice", "payments-dev", "read_k8s_resource", &denied).allow);
     g.bench_function("read_k8s_resource_denied", |b| {
-        b.iter(|| decide(&e, "alice", "payments-dev", "read_k8s_resource", black_box(&denied)))
+        b.iter(|| {
+            decide(
+                &e,
+                "alice",
+                "payments-dev",
+                "read_k8s_resource",
+                black_box(&denied),
+            )
+        })
     });
     let apply = json!({"cluster_name": "dev-1", "namespace": "payments", "yaml_content": MANIFEST});
     assert!(decide(&e, "alice", "payments-dev", "apply_yaml", &apply).allow);
@@ -109,7 +139,11 @@ fn generated_dir(teams: usize, grants: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for entry in std::fs::read_dir(shipped_dir()).expect("policies dir") {
         let p = entry.expect("entry").path();
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         if name.ends_with(".rego") && !name.ends_with("_test.rego") || name == "catalogue.yaml" {
             std::fs::copy(&p, dir.path().join(&name)).expect("copy");
         }
@@ -135,8 +169,11 @@ fn generated_dir(teams: usize, grants: usize) -> tempfile::TempDir {
         })
         .collect();
     gw.insert("grants".into(), Value::Array(list));
-    std::fs::write(dir.path().join("data.json"), serde_json::to_string(&data).expect("json"))
-        .expect("write data.json");
+    std::fs::write(
+        dir.path().join("data.json"),
+        serde_json::to_string(&data).expect("json"),
+    )
+    .expect("write data.json");
     dir
 }
 

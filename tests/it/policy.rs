@@ -1042,7 +1042,11 @@ mod e2e {
                        "body": {"spec": {"replicas": 0}}}),
                 "ask for a break-glass grant",
             ),
-            ("exec_in_pod", json!({"cluster_name": "dev"}), "unknown tools are denied"),
+            (
+                "exec_in_pod",
+                json!({"cluster_name": "dev"}),
+                "unknown tools are denied",
+            ),
             (
                 "add_inline_policy",
                 json!({"policy_name": "p", "role_name": "eks-dev-node-role",
@@ -1091,10 +1095,19 @@ mod e2e {
         let mut c = h.client();
         c.initialize().await;
         let listed = names(&c.request("tools/list", json!({})).await);
-        assert!(listed.contains(&"list_k8s_resources".to_string()), "{listed:?}");
-        assert!(listed.contains(&"manage_k8s_resource".to_string()), "{listed:?}");
+        assert!(
+            listed.contains(&"list_k8s_resources".to_string()),
+            "{listed:?}"
+        );
+        assert!(
+            listed.contains(&"manage_k8s_resource".to_string()),
+            "{listed:?}"
+        );
         assert!(!listed.contains(&"apply_yaml".to_string()), "{listed:?}");
-        assert!(!listed.contains(&"add_inline_policy".to_string()), "{listed:?}");
+        assert!(
+            !listed.contains(&"add_inline_policy".to_string()),
+            "{listed:?}"
+        );
         h.stop().await;
 
         let h = as_principal("ada", &["platform-admins"]).await;
@@ -1119,11 +1132,19 @@ mod e2e {
         let h = Harness::start_with(opts).await;
         let mut c = h.client();
         c.initialize().await;
-        let r = c.request("resources/read", json!({"uri": "eks://dev/anything"})).await;
+        let r = c
+            .request("resources/read", json!({"uri": "eks://dev/anything"}))
+            .await;
         let err = r.error();
         let code = err["code"].as_i64().unwrap();
-        assert!(!(-32768..=-32000).contains(&code), "reserved code {code}: {err}");
-        assert!(err["message"].as_str().unwrap().contains("resources/read"), "{err}");
+        assert!(
+            !(-32768..=-32000).contains(&code),
+            "reserved code {code}: {err}"
+        );
+        assert!(
+            err["message"].as_str().unwrap().contains("resources/read"),
+            "{err}"
+        );
         h.stop().await;
     }
 }
