@@ -270,7 +270,14 @@ impl PolicyEngine {
         // The caller times the evaluation (`policy_eval_seconds`), input building included.
         let mut engine = self.template.clone();
         engine.set_input(regorus::Value::from(input));
-        let result = engine.eval_rule(self.entrypoint.clone());
+        // A panic inside the interpreter must not take the request task down with it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.eval_rule(self.entrypoint.clone())
+        }));
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => return self.failed("the policy interpreter panicked"),
+        };
         match result {
             Err(e) => self.failed(&e.to_string()),
             Ok(regorus::Value::Undefined) => self.failed(&format!(
