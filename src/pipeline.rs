@@ -905,11 +905,20 @@ impl Relay {
             return;
         };
         if let Some(Value::Array(tools)) = result.get_mut("tools") {
-            tools.retain(|t| {
-                t.get("name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|name| policy.tool_visible(&self.input, name))
-            });
+            let names: Vec<String> = tools
+                .iter()
+                .map(|t| {
+                    t.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect();
+            // One input document and one engine for the whole list; a tool without a plain
+            // string name is never shown.
+            let visible = policy.visible_tools(&self.input, names.iter().map(String::as_str));
+            let mut keep = names.iter().zip(visible).map(|(n, v)| v && !n.is_empty());
+            tools.retain(|_| keep.next().unwrap_or(false));
         }
         if self.stateless {
             result.insert("cacheScope".into(), Value::String("private".into()));
