@@ -657,25 +657,32 @@ impl Writer {
                 rotate_bytes,
                 keep,
             } => {
-                // Lines are written one by one so a rotation never splits a record.
+                // Whole lines go out together in one write per file, so a rotation never
+                // splits a record and a batch costs one system call, not one per record.
+                let mut pending: Vec<u8> = Vec::new();
                 for line in batch {
-                    if self.written > 0 && self.written + line.len() as u64 > rotate_bytes {
+                    if self.out.is_none() {
+                        let f = OpenOptions::new().create(true).append(true).open(&path)?;
+                        self.written = f.metadata().map(|m| m.len()).unwrap_or(0);
+                        self.out = Some(f);
+                    }
+                    let size = self.written + pending.len() as u64;
+                    if size > 0 && size + line.len() as u64 > rotate_bytes {
+                        if let Some(f) = &mut self.out {
+                            f.write_all(&pending)?;
+                        }
+                        pending.clear();
                         self.out = None;
                         rotate(&path, keep)?;
                         self.written = 0;
+                        let f = OpenOptions::new().create(true).append(true).open(&path)?;
+                        self.out = Some(f);
                     }
-                    let file = match &mut self.out {
-                        Some(f) => f,
-                        None => {
-                            let f = OpenOptions::new().create(true).append(true).open(&path)?;
-                            self.written = f.metadata().map(|m| m.len()).unwrap_or(0);
-                            self.out.insert(f)
-                        }
-                    };
-                    file.write_all(line)?;
-                    self.written += line.len() as u64;
+                    pending.extend_from_slice(line);
                 }
                 if let Some(f) = &mut self.out {
+                    f.write_all(&pending)?;
+                    self.written += pending.len() as u64;
                     f.flush()?;
                 }
                 Ok(())
