@@ -83,9 +83,7 @@ pub struct Harness {
     pub gateway: Arc<Gateway>,
     pub addr: SocketAddr,
     pub audit_path: PathBuf,
-    _audit_dir: tempfile::TempDir,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    guard: GatewayGuard,
 }
 
 impl Harness {
@@ -134,33 +132,7 @@ impl Harness {
         if let Some(t) = tweak {
             t(&mut cfg);
         }
-        let gateway = Gateway::build_with(cfg, BuildOptions::default())
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let gw = gateway.clone();
-        let task = tokio::spawn(async move {
-            eks_mcp_gateway::front::serve(
-                gw,
-                listener,
-                eks_mcp_gateway::front::Role::Mcp { with_ops: true },
-                async {
-                    let _ = rx.await;
-                },
-            )
-            .await
-        });
-        (
-            gateway,
-            addr,
-            GatewayGuard {
-                _audit_dir: audit_dir,
-                shutdown: Some(tx),
-                task: Some(task),
-            },
-        )
+        serve(cfg, BuildOptions::default(), audit_dir).await
     }
 
     async fn start_in_front_of(
@@ -208,30 +180,13 @@ impl Harness {
         if let Some(t) = tweak {
             t(&mut cfg);
         }
-        let gateway = Gateway::build_with(cfg, options).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let gw = gateway.clone();
-        let task = tokio::spawn(async move {
-            eks_mcp_gateway::front::serve(
-                gw,
-                listener,
-                eks_mcp_gateway::front::Role::Mcp { with_ops: true },
-                async {
-                    let _ = rx.await;
-                },
-            )
-            .await
-        });
+        let (gateway, addr, guard) = serve(cfg, options, audit_dir).await;
         Harness {
             sim,
             gateway,
             addr,
             audit_path,
-            _audit_dir: audit_dir,
-            shutdown: Some(tx),
-            task: Some(task),
+            guard,
         }
     }
 
@@ -256,14 +211,40 @@ impl Harness {
     }
 
     /// Stop accepting, drain, and wait for the server task.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
+    pub async fn stop(self) {
+        self.guard.stop().await;
     }
+}
+
+/// Build a gateway and serve it on an ephemeral loopback port until the guard stops it.
+async fn serve(
+    cfg: Config,
+    options: BuildOptions,
+    audit_dir: tempfile::TempDir,
+) -> (Arc<Gateway>, SocketAddr, GatewayGuard) {
+    let gateway = Gateway::build_with(cfg, options).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let gw = gateway.clone();
+    let task = tokio::spawn(async move {
+        let stop = async {
+            let _ = rx.await;
+        };
+        eks_mcp_gateway::front::serve(
+            gw,
+            listener,
+            eks_mcp_gateway::front::Role::Mcp { with_ops: true },
+            stop,
+        )
+        .await
+    });
+    let guard = GatewayGuard {
+        _audit_dir: audit_dir,
+        shutdown: Some(tx),
+        task: Some(task),
+    };
+    (gateway, addr, guard)
 }
 
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
