@@ -151,33 +151,38 @@ names_principal(entry) if {
 
 # Globs as in data: `*` and `?` wildcards, no delimiters; names without wildcards compare
 # exactly. glob.match compiles its pattern on every call (tens of microseconds), so the
-# common shapes are tried first as plain string tests: exact names, `prefix*`, `*suffix`.
-# Only a pattern of another shape (`*-prod-*`, `team-?`) reaches glob.match.
+# common shapes are plain string tests: exact names, `prefix*`, `*suffix`. Only a pattern
+# of another shape (`*-prod-*`, `team-?`) reaches glob.match. (Written as one function
+# with a definition per shape rather than an `else` chain: regorus's bytecode compiler
+# mis-evaluates a function whose later `else` branches iterate.)
 any_glob_match(patterns, value) if {
 	is_string(value)
-	value in patterns
-} else := true if {
-	is_string(value)
 	some p in patterns
+	pattern_matches(p, value)
+}
+
+pattern_matches(p, value) if p == value
+
+pattern_matches(p, value) if {
 	simple_wildcard(p)
 	endswith(p, "*")
 	startswith(value, trim_suffix(p, "*"))
-} else := true if {
-	is_string(value)
-	some p in patterns
+}
+
+pattern_matches(p, value) if {
 	simple_wildcard(p)
 	startswith(p, "*")
 	endswith(value, trim_prefix(p, "*"))
-} else := true if {
-	is_string(value)
-	some p in patterns
+}
+
+pattern_matches(p, value) if {
 	is_string(p)
 	contains(p, "*")
 	not simple_wildcard(p)
 	glob.match(p, null, value)
-} else := true if {
-	is_string(value)
-	some p in patterns
+}
+
+pattern_matches(p, value) if {
 	other_wildcard(p)
 	not contains(p, "*")
 	glob.match(p, null, value)

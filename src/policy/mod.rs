@@ -10,11 +10,14 @@
 //! This module never sees caller credentials; the input holds the principal's id, groups and
 //! non-secret claims only.
 mod bundle;
+#[cfg(test)]
+mod equivalence;
 mod reload;
 mod testing;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +165,10 @@ pub struct PolicyEngine {
     revision: String,
     catalogue: Catalogue,
     dir: PathBuf,
+    /// The entrypoint compiled to regorus bytecode, used for [`decide`](Self::decide) when
+    /// it compiled and agreed with the interpreter at load; `None` decides with the
+    /// interpreter.
+    bytecode: Option<Arc<Bytecode>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -170,6 +177,7 @@ impl std::fmt::Debug for PolicyEngine {
             .field("dir", &self.dir)
             .field("entrypoint", &self.entrypoint)
             .field("revision", &self.revision)
+            .field("bytecode", &self.bytecode.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -227,8 +235,27 @@ impl PolicyEngine {
                     "{e}. Fix: define the rule in a loaded policy, or set policy.entrypoint"
                 ),
             })?;
+        let interpreted = engine.clone().eval_rule(entrypoint.clone());
         let mut probe = engine.clone();
         let has_visibility_rule = probe.eval_rule(visibility_rule.clone()).is_ok();
+        let bytecode = match Bytecode::compile(&engine, &entrypoint, cfg) {
+            Ok(b) => match (b.eval(regorus::Value::from(warm)), interpreted) {
+                (Ok(fast), Ok(slow)) if fast == slow => Some(Arc::new(b)),
+                (fast, slow) => {
+                    tracing::warn!(
+                        entrypoint = %entrypoint,
+                        bytecode = ?fast.map(|v| v.to_string()),
+                        interpreter = ?slow.map(|v| v.to_string()),
+                        "the policy's bytecode disagrees with the interpreter on the warm-up request; deciding with the interpreter (slower)"
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::info!(entrypoint = %entrypoint, error = %e, "the policy cannot be compiled to bytecode; deciding with the interpreter (slower)");
+                None
+            }
+        };
 
         Ok(PolicyEngine {
             template: engine,
@@ -238,7 +265,13 @@ impl PolicyEngine {
             revision: snap.revision(),
             catalogue,
             dir: cfg.dir.clone(),
+            bytecode,
         })
+    }
+
+    /// Whether decisions run on the compiled bytecode rather than the interpreter.
+    pub fn uses_bytecode(&self) -> bool {
+        self.bytecode.is_some()
     }
 
     /// Hash of the policy, data and catalogue files this engine was built from.
@@ -268,18 +301,44 @@ impl PolicyEngine {
     /// Decide over an input document given as JSON (`policy eval --input FILE`).
     pub fn decide_value(&self, input: serde_json::Value) -> Decision {
         // The caller times the evaluation (`policy_eval_seconds`), input building included.
+        let input = regorus::Value::from(input);
+        // A panic inside the evaluator must not take the request task down with it.
+        if let Some(bytecode) = &self.bytecode {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                bytecode.eval(input.clone())
+            }));
+            match result {
+                Ok(Ok(value)) => return self.decision_of(Ok(value)),
+                // The interpreter has the last word on anything the bytecode could not
+                // evaluate (it fails closed in turn if it cannot either).
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "bytecode evaluation failed; evaluating with the interpreter")
+                }
+                Err(_) => {
+                    tracing::warn!("bytecode evaluation panicked; evaluating with the interpreter")
+                }
+            }
+        }
+        self.interpret(input)
+    }
+
+    /// [`decide_value`](Self::decide_value) with the interpreter only.
+    fn interpret(&self, input: regorus::Value) -> Decision {
         let mut engine = self.template.clone();
-        engine.set_input(regorus::Value::from(input));
-        // A panic inside the interpreter must not take the request task down with it.
+        engine.set_input(input);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             engine.eval_rule(self.entrypoint.clone())
         }));
-        let result = match result {
-            Ok(r) => r,
-            Err(_) => return self.failed("the policy interpreter panicked"),
-        };
         match result {
-            Err(e) => self.failed(&e.to_string()),
+            Ok(r) => self.decision_of(r.map_err(|e| e.to_string())),
+            Err(_) => self.failed("the policy interpreter panicked"),
+        }
+    }
+
+    /// The decision for the entrypoint's value (or the evaluation error).
+    fn decision_of(&self, result: Result<regorus::Value, String>) -> Decision {
+        match result {
+            Err(e) => self.failed(&e),
             Ok(regorus::Value::Undefined) => self.failed(&format!(
                 "{} is undefined for this request",
                 self.entrypoint
@@ -345,6 +404,76 @@ impl PolicyEngine {
                 }
             })
             .collect()
+    }
+}
+
+/// The decision entrypoint compiled to regorus bytecode (the RVM), with the data it runs
+/// over. Each evaluation borrows a virtual machine from a small pool (a VM keeps nothing
+/// from one evaluation to the next but its allocations).
+struct Bytecode {
+    program: Arc<regorus::rvm::Program>,
+    data: regorus::Value,
+    timer: Option<regorus::utils::limits::ExecutionTimerConfig>,
+    pool: Mutex<Vec<regorus::rvm::RegoVM>>,
+}
+
+/// VMs kept for reuse; more than the worker threads is never needed.
+const VM_POOL: usize = 16;
+
+impl Bytecode {
+    fn compile(
+        engine: &regorus::Engine,
+        entrypoint: &str,
+        cfg: &PolicyConfig,
+    ) -> anyhow::Result<Bytecode> {
+        let mut engine = engine.clone();
+        let rule: Arc<str> = Arc::from(entrypoint);
+        let policy = engine.compile_with_entrypoint(&rule)?;
+        let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+            &policy,
+            &[entrypoint],
+        )?;
+        let data = engine.get_data();
+        program.check_rule_data_conflicts(&data)?;
+        let timer =
+            (!cfg.eval_timeout.is_zero()).then(|| regorus::utils::limits::ExecutionTimerConfig {
+                limit: cfg.eval_timeout,
+                check_interval: NonZeroU32::new(32).expect("nonzero"),
+            });
+        Ok(Bytecode {
+            program,
+            data,
+            timer,
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn eval(&self, input: regorus::Value) -> anyhow::Result<regorus::Value> {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let mut vm = match pooled {
+            Some(vm) => vm,
+            None => {
+                let mut vm = regorus::rvm::RegoVM::new();
+                vm.load_program(self.program.clone());
+                // Checked once in `compile`; the data never changes for this program.
+                vm.set_data(self.data.clone())?;
+                vm.set_strict_builtin_errors(false);
+                // The time limit, not an instruction count, bounds an evaluation (large
+                // grant lists legitimately take many instructions).
+                vm.set_max_instructions(usize::MAX);
+                vm.set_execution_timer_config(self.timer);
+                vm
+            }
+        };
+        vm.set_input(input);
+        let result = vm.execute().map_err(anyhow::Error::from);
+        vm.set_input(regorus::Value::Null);
+        if let Ok(mut p) = self.pool.lock()
+            && p.len() < VM_POOL
+        {
+            p.push(vm);
+        }
+        result
     }
 }
 
