@@ -99,13 +99,17 @@ async fn run(s: Settings, full: bool) {
     let upstream_url = line.trim().to_owned();
 
     let dir = tempfile::tempdir().unwrap();
+    // LOAD_POLICY_DIR swaps in another policy directory, e.g. an allow-all policy to measure
+    // the relay without the cost of the shipped policies.
+    let policy_dir =
+        std::env::var("LOAD_POLICY_DIR").unwrap_or_else(|_| format!("{repo}/policies"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let config = format!(
-        "listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {repo}/policies\n  hot_reload: false\nauth:\n  mode: static\n  principal: load@example.com\n  groups: [platform-admins]\naudit:\n  sink: {}\ntracing:\n  log_format: text\n",
+        "listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {policy_dir}\n  hot_reload: false\nauth:\n  mode: static\n  principal: load@example.com\n  groups: [platform-admins]\naudit:\n  sink: {}\ntracing:\n  log_format: text\n",
         dir.path().join("audit.jsonl").display()
     );
     let cfg_path = dir.path().join("gateway.yaml");
@@ -128,8 +132,15 @@ async fn run(s: Settings, full: bool) {
 
     let mut phases = Vec::new();
     for (name, url) in [("direct", &upstream_url), ("gateway", &gateway_url)] {
-        open_loop(&client, url, s.rate, Duration::from_secs(1)).await; // warm-up
-        let mut p = open_loop(&client, url, s.rate, Duration::from_secs(s.seconds)).await;
+        open_loop(&client, url, s.rate, Duration::from_secs(1), s.workers).await; // warm-up
+        let mut p = open_loop(
+            &client,
+            url,
+            s.rate,
+            Duration::from_secs(s.seconds),
+            s.workers,
+        )
+        .await;
         p.name = format!("{name} @ {}/s", s.rate);
         phases.push(p);
     }
@@ -212,36 +223,46 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Requests sent on a fixed schedule regardless of how fast answers come back; latency is
-/// measured from the scheduled send time, so a stall shows up in the percentiles.
+/// Requests sent on a fixed schedule over a fixed set of connections (as wrk2 does):
+/// request `i` is due at `start + i / rate` and goes out on connection `i % workers` as soon
+/// as that connection is free. Latency is measured from the due time, so a stall shows up in
+/// the percentiles instead of silently lowering the offered load.
 async fn open_loop(
     client: &Client<HttpConnector, Full<Bytes>>,
     url: &str,
     rate: u64,
     dur: Duration,
+    workers: usize,
 ) -> Phase {
     let total = (rate * dur.as_secs()).max(1);
     let interval = Duration::from_nanos(1_000_000_000 / rate);
     let start = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let at = start + interval * i as u32;
-        tokio::time::sleep_until(at).await;
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers as u64 {
         let client = client.clone();
         let url = url.to_owned();
         tasks.push(tokio::spawn(async move {
-            let ok = one(&client, &url, i).await;
-            (ok, at.elapsed())
+            let mut out = Vec::new();
+            let mut errors = 0usize;
+            let mut i = w;
+            while i < total {
+                let due = start + interval * i as u32;
+                tokio::time::sleep_until(due).await;
+                if !one(&client, &url, i).await {
+                    errors += 1;
+                }
+                out.push(due.elapsed());
+                i += workers as u64;
+            }
+            (out, errors)
         }));
     }
-    let mut latencies = Vec::with_capacity(tasks.len());
+    let mut latencies = Vec::with_capacity(total as usize);
     let mut errors = 0;
     for t in tasks {
-        let (ok, lat) = t.await.unwrap();
-        if !ok {
-            errors += 1;
-        }
-        latencies.push(lat);
+        let (l, e) = t.await.unwrap();
+        latencies.extend(l);
+        errors += e;
     }
     let elapsed = start.elapsed();
     latencies.sort();
