@@ -163,55 +163,44 @@ any_glob_match(patterns, value) if {
 
 pattern_matches(p, value) if p == value
 
+# `prefix*`: one `*`, at the end, and no other wildcard.
 pattern_matches(p, value) if {
-	simple_wildcard(p)
 	endswith(p, "*")
-	startswith(value, trim_suffix(p, "*"))
+	prefix := trim_suffix(p, "*")
+	not glob_syntax(prefix)
+	startswith(value, prefix)
 }
 
+# `*suffix`: one `*`, at the start, and no other wildcard.
 pattern_matches(p, value) if {
-	simple_wildcard(p)
 	startswith(p, "*")
-	endswith(value, trim_prefix(p, "*"))
+	suffix := trim_prefix(p, "*")
+	not glob_syntax(suffix)
+	endswith(value, suffix)
 }
 
+# Any other pattern with glob syntax.
 pattern_matches(p, value) if {
-	is_string(p)
-	contains(p, "*")
+	glob_syntax(p)
 	not simple_wildcard(p)
 	glob.match(p, null, value)
 }
 
-pattern_matches(p, value) if {
-	other_wildcard(p)
-	not contains(p, "*")
-	glob.match(p, null, value)
+# `prefix*` or `*suffix` (the shapes tested without glob.match).
+simple_wildcard(p) if {
+	endswith(p, "*")
+	not glob_syntax(trim_suffix(p, "*"))
+}
+
+simple_wildcard(p) if {
+	startswith(p, "*")
+	not glob_syntax(trim_prefix(p, "*"))
 }
 
 glob_match(pattern, value) if any_glob_match([pattern], value)
 
-# One `*`, at the end or at the start, and no other wildcard.
-simple_wildcard(p) if {
-	is_string(p)
-	endswith(p, "*")
-	count(split(p, "*")) == 2
-	not other_wildcard(p)
-}
-
-simple_wildcard(p) if {
-	is_string(p)
-	startswith(p, "*")
-	count(split(p, "*")) == 2
-	not other_wildcard(p)
-}
-
-other_wildcard(p) if contains(p, "?")
-
-other_wildcard(p) if contains(p, "[")
-
-other_wildcard(p) if contains(p, "{")
-
-other_wildcard(p) if contains(p, "\\")
+# The string has a character glob.match treats specially.
+glob_syntax(p) if regex.match(`[*?\[{\\]`, p)
 
 # The tier of the target cluster: the first tier in data.gateway.tiers with a matching
 # pattern, else data.gateway.default_tier (prod unless the data says otherwise).

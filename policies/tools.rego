@@ -64,8 +64,7 @@ cluster_allowed if {
 	some s in principal_group_settings
 	any_glob_match(s.clusters, input.target.cluster)
 } else := true if {
-	some g in data.gateway.grants
-	names_principal(g)
+	some g in principal_grants
 	any_glob_match(g.clusters, input.target.cluster)
 }
 
@@ -97,8 +96,7 @@ namespace_readable(ns) if {
 	any_glob_match(s.clusters, input.target.cluster)
 	any_glob_match(s.namespaces, ns)
 } else := true if {
-	some g in data.gateway.grants
-	names_principal(g)
+	some g in principal_grants
 	any_glob_match(g.clusters, input.target.cluster)
 	any_glob_match(g.namespaces, ns)
 }

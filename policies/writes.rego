@@ -37,19 +37,23 @@ in_read_only_tier if {
 
 # --- Kubernetes write grants -----------------------------------------------------------
 
-grant_applies(g) if {
-	names_principal(g)
+# The grants naming the principal (or one of its groups), and of those the ones covering
+# this cluster and operation: each found once per request, however many namespaces,
+# objects and rules ask.
+principal_grants := [g | some g in data.gateway.grants; names_principal(g)]
+
+applicable_grants := [g |
+	some g in principal_grants
 	any_glob_match(g.clusters, input.target.cluster)
 	grant_covers_operation(g)
-}
+]
 
 grant_covers_operation(g) if object.get(g, "operations", null) == null
 
 grant_covers_operation(g) if write_operation in g.operations
 
 write_granted_namespace(ns) if {
-	some g in data.gateway.grants
-	grant_applies(g)
+	some g in applicable_grants
 	any_glob_match(g.namespaces, ns)
 }
 
@@ -77,8 +81,7 @@ write_deny_rules contains d if {
 }
 
 cluster_scoped_write_granted if {
-	some g in data.gateway.grants
-	grant_applies(g)
+	some g in applicable_grants
 	object.get(g, "cluster_scoped", false) == true
 }
 
@@ -93,8 +96,7 @@ write_deny_rules contains d if {
 }
 
 all_namespaces_write_granted if {
-	some g in data.gateway.grants
-	grant_applies(g)
+	some g in applicable_grants
 	"*" in g.namespaces
 }
 
