@@ -150,57 +150,40 @@ names_principal(entry) if {
 # --- clusters and tiers ----------------------------------------------------------------
 
 # Globs as in data: `*` and `?` wildcards, no delimiters; names without wildcards compare
-# exactly. glob.match compiles its pattern on every call (tens of microseconds), so the
-# common shapes are plain string tests: exact names, `prefix*`, `*suffix`. Only a pattern
-# of another shape (`*-prod-*`, `team-?`) reaches glob.match. (Written as one function
-# with a definition per shape rather than an `else` chain: regorus's bytecode compiler
-# mis-evaluates a function whose later `else` branches iterate.)
+# exactly. glob.match is the slow path, so the common shapes are plain string tests: exact
+# names, `prefix*` and `*suffix` (one `*` and no other glob syntax: `*?[{\`); only a
+# pattern of another shape (`*-prod-*`, `team-?`) reaches glob.match. Every definition is
+# written out inline (function calls dominate evaluation cost), and there is no `else`
+# chain: regorus's bytecode compiler mis-evaluates a function whose later `else` branches
+# iterate.
+any_glob_match(patterns, value) if {
+	is_string(value)
+	value in patterns
+}
+
 any_glob_match(patterns, value) if {
 	is_string(value)
 	some p in patterns
-	pattern_matches(p, value)
+	regex.match(`^[^*?\[{\\]*\*$`, p)
+	startswith(value, trim_suffix(p, "*"))
 }
 
-pattern_matches(p, value) if p == value
-
-# `prefix*`: one `*`, at the end, and no other wildcard.
-pattern_matches(p, value) if {
-	endswith(p, "*")
-	prefix := trim_suffix(p, "*")
-	not glob_syntax(prefix)
-	startswith(value, prefix)
+any_glob_match(patterns, value) if {
+	is_string(value)
+	some p in patterns
+	regex.match(`^\*[^*?\[{\\]*$`, p)
+	endswith(value, trim_prefix(p, "*"))
 }
 
-# `*suffix`: one `*`, at the start, and no other wildcard.
-pattern_matches(p, value) if {
-	startswith(p, "*")
-	suffix := trim_prefix(p, "*")
-	not glob_syntax(suffix)
-	endswith(value, suffix)
-}
-
-# Any other pattern with glob syntax.
-pattern_matches(p, value) if {
-	glob_syntax(p)
-	not simple_wildcard(p)
+any_glob_match(patterns, value) if {
+	is_string(value)
+	some p in patterns
+	regex.match(`[*?\[{\\]`, p)
+	not regex.match(`^(\*[^*?\[{\\]*|[^*?\[{\\]*\*)$`, p)
 	glob.match(p, null, value)
 }
 
-# `prefix*` or `*suffix` (the shapes tested without glob.match).
-simple_wildcard(p) if {
-	endswith(p, "*")
-	not glob_syntax(trim_suffix(p, "*"))
-}
-
-simple_wildcard(p) if {
-	startswith(p, "*")
-	not glob_syntax(trim_prefix(p, "*"))
-}
-
 glob_match(pattern, value) if any_glob_match([pattern], value)
-
-# The string has a character glob.match treats specially.
-glob_syntax(p) if regex.match(`[*?\[{\\]`, p)
 
 # The tier of the target cluster: the first tier in data.gateway.tiers with a matching
 # pattern, else data.gateway.default_tier (prod unless the data says otherwise).
