@@ -40,7 +40,13 @@ in_read_only_tier if {
 # The grants naming the principal (or one of its groups), and of those the ones covering
 # this cluster and operation: each found once per request, however many namespaces,
 # objects and rules ask.
-principal_grants := [g | some g in data.gateway.grants; names_principal(g)]
+# (Written as two inline comprehensions rather than a names_principal call per grant; a
+# grant naming both the principal and one of its groups appears twice, which only the
+# existence tests below ever see.)
+principal_grants := array.concat(
+	[g | some g in data.gateway.grants; input.principal.id in object.get(g, "principals", [])],
+	[g | some g in data.gateway.grants; some x in object.get(g, "groups", []); x in principal_groups],
+)
 
 applicable_grants := [g |
 	some g in principal_grants
