@@ -59,13 +59,19 @@ tool_deny contains d if {
 }
 
 # A group's cluster allowlist opens the cluster; so does a write grant on it (looked at
-# only when no group opens it, which keeps large grant lists off the common path).
+# only when no group opens it, which keeps large grant lists off the common path). Not an
+# `else` chain: regorus's bytecode compiler mis-evaluates an `else` branch that iterates.
+cluster_allowed if group_cluster_allowed
+
 cluster_allowed if {
-	some s in principal_group_settings
-	any_glob_match(s.clusters, input.target.cluster)
-} else := true if {
+	not group_cluster_allowed
 	some g in principal_grants
 	any_glob_match(g.clusters, input.target.cluster)
+}
+
+group_cluster_allowed if {
+	some s in principal_group_settings
+	any_glob_match(s.clusters, input.target.cluster)
 }
 
 # --- namespaces (reads) ----------------------------------------------------------------
@@ -91,14 +97,19 @@ cluster_name := input.target.cluster if {
 
 # On the allowlist of a group for this cluster, or (looked at only otherwise) a namespace
 # the principal may write to.
+namespace_readable(ns) if group_namespace_readable(ns)
+
 namespace_readable(ns) if {
-	some s in principal_group_settings
-	any_glob_match(s.clusters, input.target.cluster)
-	any_glob_match(s.namespaces, ns)
-} else := true if {
+	not group_namespace_readable(ns)
 	some g in principal_grants
 	any_glob_match(g.clusters, input.target.cluster)
 	any_glob_match(g.namespaces, ns)
+}
+
+group_namespace_readable(ns) if {
+	some s in principal_group_settings
+	any_glob_match(s.clusters, input.target.cluster)
+	any_glob_match(s.namespaces, ns)
 }
 
 read_deny_rules contains d if {

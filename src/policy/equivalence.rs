@@ -199,3 +199,78 @@ fn bytecode_and_interpreter_decide_the_corpus_alike() {
         "{allowed} allowed, {denied} denied"
     );
 }
+
+/// Grants that open what no group does (the `else` branches of `cluster_allowed` and
+/// `namespace_readable`), and a principal named by id.
+#[test]
+fn bytecode_and_interpreter_agree_when_only_a_grant_opens_the_namespace() {
+    let shipped_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in [
+        "gateway.rego",
+        "tools.rego",
+        "writes.rego",
+        "secrets.rego",
+        "content.rego",
+        "catalogue.yaml",
+    ] {
+        std::fs::copy(shipped_dir.join(name), dir.path().join(name)).expect("copy");
+    }
+    let text = std::fs::read_to_string(shipped_dir.join("data.yaml")).expect("data.yaml");
+    let mut data = crate::classify::parse_manifest(&text)
+        .expect("data parses")
+        .remove(0);
+    let grants = data["gateway"]["grants"].as_array_mut().expect("grants");
+    grants.push(
+        json!({"principals": ["carol"], "clusters": ["dev-*"], "namespaces": ["tools", "ops-*"]}),
+    );
+    grants.push(json!({"groups": ["payments-dev"], "clusters": ["sandbox-?"], "namespaces": ["*-batch"], "cluster_scoped": true}));
+    std::fs::write(dir.path().join("data.json"), data.to_string()).expect("write data");
+    let engine = PolicyEngine::load(&PolicyConfig {
+        dir: dir.path().to_path_buf(),
+        ..PolicyConfig::default()
+    })
+    .expect("loads");
+    assert!(engine.uses_bytecode());
+    let mut allowed = 0;
+    for (id, groups) in [
+        ("carol", vec![]),
+        ("alice", vec!["payments-dev"]),
+        ("carol", vec!["web-dev"]),
+    ] {
+        for cluster in ["dev-1", "sandbox-1", "sandbox-12", "prod-1"] {
+            for ns in ["tools", "ops-a", "payments-batch", "web", "kube-system"] {
+                for (tool, args) in [
+                    (
+                        "read_k8s_resource",
+                        json!({"cluster_name": cluster, "kind": "Deployment", "api_version": "apps/v1", "name": "x", "namespace": ns}),
+                    ),
+                    (
+                        "manage_k8s_resource",
+                        json!({"operation": "create", "cluster_name": cluster, "kind": "ConfigMap", "api_version": "v1", "name": "x", "namespace": ns, "body": {}}),
+                    ),
+                    (
+                        "manage_k8s_resource",
+                        json!({"operation": "create", "cluster_name": cluster, "kind": "Namespace", "api_version": "v1", "name": ns, "body": {}}),
+                    ),
+                ] {
+                    let inp = input(id, &groups, "tools/call", Some((tool, &args)));
+                    let doc = serde_json::to_value(&inp).expect("input serialises");
+                    let fast = engine
+                        .bytecode
+                        .as_ref()
+                        .expect("bytecode")
+                        .eval(regorus::Value::from(doc.clone()));
+                    let fast =
+                        parse_decision(&fast.expect("bytecode evaluates")).expect("decision");
+                    let slow = engine.interpret(regorus::Value::from(doc.clone()));
+                    assert_eq!(fast, slow, "decisions differ for {doc}");
+                    if slow.allow {
+                        allowed += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(allowed >= 4, "{allowed} allowed");
+}
