@@ -1,25 +1,27 @@
 //! eks-mcp-gateway: a policy-enforcing MCP gateway for Amazon EKS.
 //!
-//! One request flows through the stages in the order of this list; `pipeline` is the one
-//! file that calls them in that order. Each stage is a module with typed input and output.
+//! One request flows through the stages below; `pipeline` is the one file that calls them in
+//! this order. Each stage is a module with typed input and output.
 //!
-//! front → identity (authenticate) → jsonrpc (parse) → classify → policy (decide)
-//!       → sign → forward → redact / filter → audit
+//! front → identity (authenticate) → jsonrpc, mcp (parse) → classify → policy (decide)
+//!       → sign, credentials → forward → sse, redact (filter) → audit, metrics, telemetry
+//!
+//! `sim` is the embedded EKS-like upstream (demo, tests, benches); `demo` wires the two.
+pub mod audit;
+pub mod classify;
 pub mod config;
+pub mod credentials;
+pub mod demo;
+pub mod forward;
 pub mod front;
 pub mod identity;
 pub mod jsonrpc;
 pub mod mcp;
-pub mod classify;
-pub mod policy;
-pub mod sign;
-pub mod credentials;
-pub mod forward;
-pub mod sse;
-pub mod redact;
-pub mod audit;
 pub mod metrics;
-pub mod telemetry;
 pub mod pipeline;
+pub mod policy;
+pub mod redact;
+pub mod sign;
 pub mod sim;
-pub mod demo;
+pub mod sse;
+pub mod telemetry;

@@ -190,13 +190,19 @@ async fn upstream_down_is_a_clear_error_not_a_hang() {
     assert_eq!(reply.response()["id"], 1);
     assert_still_serving(&client).await;
     // Readiness tells the orchestrator the upstream is unreachable.
-    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
     let ready = http
-        .request(Request::get(client.url.replace("/mcp", "/readyz")).body(Full::new(Bytes::new())).unwrap())
+        .request(
+            Request::get(client.url.replace("/mcp", "/readyz"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let doc: serde_json::Value = serde_json::from_slice(&ready.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&ready.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(doc["checks"]["upstream"]["ok"], false, "{doc}");
 }
 

@@ -1,14 +1,14 @@
 //! All integration tests, in one binary (linking one test binary per file is slow).
 mod harness;
 
-mod core;
-mod faults;
-mod policy;
-mod sim;
 mod audit;
-mod identity;
-mod telemetry;
-mod signing;
+mod core;
 mod credentials;
-mod redaction;
+mod faults;
+mod identity;
 mod interop;
+mod policy;
+mod redaction;
+mod signing;
+mod sim;
+mod telemetry;
