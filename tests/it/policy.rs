@@ -692,7 +692,8 @@ fn unknown_tools_are_denied() {
 fn tools_list_of_the_open_source_server_is_filtered_per_principal() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/awslabs-eks-mcp-server-0.2.1-tools-list.json");
-    let text = std::fs::read_to_string(&fixture).expect("tests/fixtures holds the captured tools/list");
+    let text =
+        std::fs::read_to_string(&fixture).expect("tests/fixtures holds the captured tools/list");
     let doc: Value = serde_json::from_str(&text).unwrap();
     let tools = doc.get("result").unwrap_or(&doc)["tools"]
         .as_array()
