@@ -610,10 +610,20 @@ impl Gateway {
     fn decide(&self, policy: &crate::policy::PolicyEngine, input: &PolicyInput) -> Decision {
         let _span = tracing::info_span!("decide", otel.kind = "internal").entered();
         let t = Instant::now();
-        let d = policy.decide(input);
+        let mut d = policy.decide(input);
         metrics::global()
             .policy_eval_seconds
             .observe(t.elapsed().as_secs_f64());
+        // Reasons may quote arguments (a Secret's name, a namespace); whatever a client put
+        // there, no secret-looking value leaves in a deny message, a log or an audit record.
+        for reason in &mut d.reasons {
+            let (clean, found) = self
+                .redactor
+                .redact_text(reason, &[crate::redact::BASELINE.to_owned()]);
+            if !found.is_empty() {
+                *reason = clean.into_owned();
+            }
+        }
         d
     }
 

@@ -479,3 +479,24 @@ async fn dry_run_records_denials_but_blocks_and_hides_nothing() {
     assert_eq!(rec["decision"]["enforced"], false, "{rec}");
     assert_eq!(rec["decision"]["mode"], "dry_run");
 }
+
+#[tokio::test]
+async fn a_secret_in_the_arguments_never_comes_back_in_a_deny_reason_or_the_audit() {
+    let h = Harness::start().await;
+    let key = "AKIAQ3EGTRMN7XZ4PLKD";
+    let r = h
+        .client()
+        .stateless_call("read_k8s_resource", json!({"cluster_name": "dev", "kind": "Secret", "api_version": "v1", "namespace": "payments", "name": key}))
+        .await;
+    assert!(r.is_tool_error(), "{}", r.text());
+    assert!(
+        !r.text().contains(key),
+        "deny reason echoed the key: {}",
+        r.text()
+    );
+    assert!(r.tool_text().contains("[REDACTED:"), "{}", r.tool_text());
+    let recs = h.audit_records(1).await;
+    let audit = serde_json::to_string(&recs).unwrap();
+    assert!(!audit.contains(key), "audit holds the key: {audit}");
+    assert!(h.sim.received().is_empty());
+}
