@@ -263,7 +263,7 @@ impl Gateway {
             }
             _ => (None, TargetFacts::default()),
         };
-        let input = PolicyInput {
+        let input = Arc::new(PolicyInput {
             principal,
             client: client_info(&msg),
             mcp: McpFacts {
@@ -274,9 +274,9 @@ impl Gateway {
             tool,
             target,
             gateway: self.gateway_facts(),
-        };
+        });
         let decision = self.decide(&policy, &input);
-        let mut log = RequestLog::new(&input, &decision, self.config.policy.mode, started);
+        let mut log = RequestLog::new(input.clone(), &decision, self.config.policy.mode, started);
         log.arguments = self.redacted_arguments(&input);
         log.session_id = mcp::header_str(&client_headers, mcp::H_SESSION_ID).map(str::to_owned);
         telemetry::record_decision(
@@ -323,7 +323,7 @@ impl Gateway {
                 && msg.method() == Some("tools/list")
                 && self.config.policy.mode == PolicyMode::Enforce,
             stateless: era == Era::Stateless,
-            input: Arc::new(input),
+            input,
             log: LogSlot::new(self.clone(), log),
         };
         self.forward_and_relay(
@@ -382,7 +382,7 @@ impl Gateway {
     ) -> Response<GatewayBody> {
         let headers = req.headers();
         let version = mcp::header_str(headers, mcp::H_PROTOCOL_VERSION).map(str::to_owned);
-        let input = PolicyInput {
+        let input = Arc::new(PolicyInput {
             principal,
             client: ClientInfo::default(),
             mcp: McpFacts {
@@ -393,10 +393,10 @@ impl Gateway {
             tool: None,
             target: TargetFacts::default(),
             gateway: self.gateway_facts(),
-        };
+        });
         let policy = self.policy.current();
         let decision = self.decide(&policy, &input);
-        let mut log = RequestLog::new(&input, &decision, self.config.policy.mode, started);
+        let mut log = RequestLog::new(input.clone(), &decision, self.config.policy.mode, started);
         log.session_id = mcp::header_str(headers, mcp::H_SESSION_ID).map(str::to_owned);
         if !decision.allow && self.config.policy.mode == PolicyMode::Enforce {
             log.emit(&self).await;
@@ -420,7 +420,7 @@ impl Gateway {
             profiles: decision.redact.clone(),
             filter_tools: false,
             stateless: false,
-            input: Arc::new(input),
+            input,
             log: LogSlot::new(self.clone(), log),
         };
         self.forward_and_relay(
@@ -703,7 +703,8 @@ impl Gateway {
 /// What happened to one request, accumulated along the way and emitted once as an audit
 /// record when the response (or its stream) is finished.
 pub struct RequestLog {
-    pub input: PolicyInput,
+    /// Shared with the relay: the document the policy evaluated, never copied per stage.
+    pub input: Arc<PolicyInput>,
     pub decision: Decision,
     pub mode: PolicyMode,
     pub started: Instant,
@@ -717,9 +718,14 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
-    fn new(input: &PolicyInput, decision: &Decision, mode: PolicyMode, started: Instant) -> Self {
+    fn new(
+        input: Arc<PolicyInput>,
+        decision: &Decision,
+        mode: PolicyMode,
+        started: Instant,
+    ) -> Self {
         RequestLog {
-            input: input.clone(),
+            input,
             decision: decision.clone(),
             mode,
             started,
