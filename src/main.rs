@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use eks_mcp_gateway::config::Config;
 
 /// A proxy allocates and frees many short-lived buffers per request; mimalloc does that with
-/// less lock traffic than glibc malloc across tokio's worker threads (see benches/load.rs).
+/// less lock traffic than glibc malloc across tokio's worker threads (measure with benches/load.rs).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
