@@ -470,7 +470,8 @@ impl AuditSink {
             m.audit_records_total.with_label_values(&["disabled"]).inc();
             return Ok(());
         };
-        let mut line = serde_json::to_vec(&rec)?;
+        let mut line = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut line, &rec)?;
         line.push(b'\n');
         let result = match self.shared.on_failure {
             AuditFailure::Block => tx
@@ -577,6 +578,19 @@ struct Writer {
 const MAX_BATCH: usize = 256;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// After writing a batch the writer pauses this long before it looks at the queue again, so
+/// that under load the next records gather into one batch. Parked on an empty queue instead,
+/// the writer would be woken by every record (a futex call on the request path plus two
+/// context switches here, about 15 µs of CPU per request in the load benchmark); pausing, it
+/// wakes at most once per interval and writes everything that came in one system call.
+/// Records reach the file at most this much later; an idle gateway still writes each record
+/// at once, because the first record after a quiet period wakes the parked writer.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// Queues smaller than this are not lingered on: a tiny `fail_closed` queue could otherwise
+/// fill during the pause and refuse requests that a prompt writer would have taken.
+const LINGER_MIN_QUEUE: usize = 256;
+
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let m = metrics::global();
@@ -600,9 +614,13 @@ impl Writer {
             m.audit_records_total
                 .with_label_values(&["written"])
                 .inc_by(batch.len() as u64);
+            let written = batch.len();
             batch.clear();
             for done in flushes.drain(..) {
                 let _ = done.send(());
+            }
+            if written > 0 && capacity >= LINGER_MIN_QUEUE {
+                std::thread::sleep(LINGER);
             }
         }
     }
