@@ -258,6 +258,7 @@ const NON_SECRET_NAMES: &[&str] = &[
     "secretkeyref",
 ];
 
+#[cfg(test)]
 /// Split a name into lower-case words: separators are any non-alphanumeric byte, and camelCase
 /// boundaries (`dbPassword`, `HTTPToken`, `ec2SshKey`).
 pub(crate) fn split_words(name: &str) -> Vec<String> {
@@ -289,47 +290,129 @@ pub(crate) fn split_words(name: &str) -> Vec<String> {
     out
 }
 
+/// The longest name [`classify`] looks at; longer ones are not credential names.
+const MAX_NAME: usize = 96;
+
+/// The words of a name (separators are any non-alphanumeric byte, and camelCase boundaries:
+/// `dbPassword`, `HTTPToken`, `ec2SshKey`), without allocating: the lower-cased
+/// words are stored back to back (which is also their concatenation) with their end offsets.
+struct Words {
+    buf: [u8; MAX_NAME],
+    ends: [u8; MAX_NAME],
+    n: usize,
+}
+
+impl Words {
+    /// `None` when `name` is longer than [`MAX_NAME`].
+    fn split(name: &str) -> Option<Words> {
+        let b = name.as_bytes();
+        if b.len() > MAX_NAME {
+            return None;
+        }
+        let mut w = Words {
+            buf: [0; MAX_NAME],
+            ends: [0; MAX_NAME],
+            n: 0,
+        };
+        let mut len = 0usize;
+        let mut cur_start = 0usize;
+        for (i, &c) in b.iter().enumerate() {
+            if !c.is_ascii_alphanumeric() {
+                if len > cur_start {
+                    w.ends[w.n] = len as u8;
+                    w.n += 1;
+                    cur_start = len;
+                }
+                continue;
+            }
+            if c.is_ascii_uppercase() && len > cur_start {
+                let prev = b[i - 1];
+                let next_lower = b.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+                if prev.is_ascii_lowercase()
+                    || prev.is_ascii_digit()
+                    || (prev.is_ascii_uppercase() && next_lower)
+                {
+                    w.ends[w.n] = len as u8;
+                    w.n += 1;
+                    cur_start = len;
+                }
+            }
+            w.buf[len] = c.to_ascii_lowercase();
+            len += 1;
+        }
+        if len > cur_start {
+            w.ends[w.n] = len as u8;
+            w.n += 1;
+        }
+        Some(w)
+    }
+
+    fn word(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.buf[start..self.ends[i] as usize]
+    }
+
+    /// All words joined, lower case.
+    fn joined(&self) -> &[u8] {
+        let len = if self.n == 0 {
+            0
+        } else {
+            self.ends[self.n - 1] as usize
+        };
+        &self.buf[..len]
+    }
+}
+
+fn listed(list: &[&str], word: &[u8]) -> bool {
+    list.iter().any(|w| w.as_bytes() == word)
+}
+
 /// The detector responsible for a value stored under `name`, or `None` when the name does not
-/// name a credential.
+/// name a credential. (Runs for most keys of every result the gateway relays, so it works on
+/// the stack: no allocation.)
 pub(crate) fn classify(name: &str) -> Option<Det> {
-    if name.len() > 96 {
+    if name.len() > MAX_NAME {
         return None;
     }
     // Domain-prefixed keys (`authorization.k8s.io/decision`, `vault.hashicorp.com/role`): the
     // prefix is a namespace, the part after the last `/` is the name.
     let name = name.rsplit('/').next().unwrap_or(name);
-    let words = split_words(name);
-    let last = words.last()?;
-    let joined: String = words.concat();
-    if NON_SECRET_NAMES.contains(&joined.as_str()) {
+    let words = Words::split(name)?;
+    if words.n == 0 {
         return None;
     }
-    if joined.ends_with("secretaccesskey") || joined == "awssecretkey" {
+    let last = words.word(words.n - 1);
+    let joined = words.joined();
+    if listed(NON_SECRET_NAMES, joined) {
+        return None;
+    }
+    if joined.ends_with(b"secretaccesskey") || joined == b"awssecretkey" {
         return Some(AWS_SECRET_ACCESS_KEY);
     }
-    if joined.ends_with("sessiontoken") || joined.ends_with("securitytoken") {
+    if joined.ends_with(b"sessiontoken") || joined.ends_with(b"securitytoken") {
         return Some(AWS_SESSION_TOKEN);
     }
-    if joined.ends_with("accesskeyid") {
+    if joined.ends_with(b"accesskeyid") {
         return Some(AWS_ACCESS_KEY_ID);
     }
-    if joined == "clientkeydata" || joined == "clientcertificatedata" {
+    if joined == b"clientkeydata" || joined == b"clientcertificatedata" {
         return Some(KUBECONFIG_CREDENTIAL);
     }
-    if NON_SECRET_LAST.contains(&last.as_str()) || words.iter().any(|w| w == "public") {
+    if listed(NON_SECRET_LAST, last) || (0..words.n).any(|i| words.word(i) == b"public") {
         return None;
     }
-    for (i, w) in words.iter().enumerate() {
-        if w == "pass" {
+    for i in 0..words.n {
+        let w = words.word(i);
+        if w == b"pass" {
             return Some(CREDENTIAL_ASSIGNMENT);
         }
-        if w == "key" {
-            if i > 0 && !NON_SECRET_KEY_QUALIFIERS.contains(&words[i - 1].as_str()) {
+        if w == b"key" {
+            if i > 0 && !listed(NON_SECRET_KEY_QUALIFIERS, words.word(i - 1)) {
                 return Some(CREDENTIAL_ASSIGNMENT);
             }
             continue;
         }
-        if w != "oldpwd" && STEMS.iter().any(|s| w.ends_with(s)) {
+        if w != b"oldpwd" && STEMS.iter().any(|s| w.ends_with(s.as_bytes())) {
             return Some(CREDENTIAL_ASSIGNMENT);
         }
     }
@@ -352,6 +435,32 @@ mod tests {
         assert_eq!(split_words("HTTPToken"), ["http", "token"]);
         assert_eq!(split_words("ec2SshKey"), ["ec2", "ssh", "key"]);
         assert_eq!(split_words("--password"), ["password"]);
+    }
+
+    #[test]
+    fn the_stack_splitter_finds_the_same_words() {
+        for n in [
+            "DB_PASSWORD",
+            "client-key-data",
+            "spring.datasource.password",
+            "dbPassword",
+            "HTTPToken",
+            "ec2SshKey",
+            "--password",
+            "",
+            "___",
+            "a",
+            "ABCdefGHI9jK",
+            "x-amz-security-token",
+        ] {
+            let w = Words::split(n).unwrap();
+            let got: Vec<String> = (0..w.n)
+                .map(|i| String::from_utf8(w.word(i).to_vec()).unwrap())
+                .collect();
+            assert_eq!(got, split_words(n), "{n}");
+            assert_eq!(w.joined(), split_words(n).concat().as_bytes(), "{n}");
+        }
+        assert!(Words::split(&"a".repeat(MAX_NAME + 1)).is_none());
     }
 
     #[test]

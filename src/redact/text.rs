@@ -582,12 +582,13 @@ fn keyword_in_credential_name(b: &[u8], pos: usize) -> bool {
         return true;
     };
     let name = name.trim_matches(['-', '.', '/']);
-    let lower = name.to_ascii_lowercase();
     // Shapes the JSON walk recognises by a name that is not itself a credential name.
-    if matches!(
-        lower.as_str(),
-        "auth" | "auths" | "opaque" | "identitytoken" | "registrytoken"
-    ) || lower.ends_with("/last-applied-configuration")
+    const SUFFIX: &[u8] = b"/last-applied-configuration";
+    let nb = name.as_bytes();
+    if ["auth", "auths", "opaque", "identitytoken", "registrytoken"]
+        .iter()
+        .any(|w| name.eq_ignore_ascii_case(w))
+        || (nb.len() >= SUFFIX.len() && nb[nb.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX))
     {
         return true;
     }
