@@ -8,7 +8,7 @@
 //! client's original bytes.
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// JSON-RPC standard codes.
@@ -292,6 +292,100 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// Parse any JSON document into a `Value`: the same value `serde_json::from_slice` gives
+/// (same numbers, same key order, a repeated key keeps its first position and its last
+/// value), built with fewer allocations. serde_json grows every object's index map one key
+/// at a time (a rehash and a reallocation at each doubling); here the entries of the objects
+/// and arrays still open wait on one reused stack and each finished one is allocated once,
+/// at its final size. Used for upstream responses and for JSON documents inside strings,
+/// where parsing was a large part of the relay's cost.
+pub fn parse_value(bytes: &[u8]) -> serde_json::Result<Value> {
+    let mut scratch = Scratch::default();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = ValueSeed(&mut scratch).deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// [`parse_value`] for a `str` (no second UTF-8 check).
+pub fn parse_value_str(s: &str) -> serde_json::Result<Value> {
+    let mut scratch = Scratch::default();
+    let mut de = serde_json::Deserializer::from_str(s);
+    let v = ValueSeed(&mut scratch).deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Members of the objects and items of the arrays being parsed, innermost last.
+#[derive(Default)]
+struct Scratch {
+    entries: Vec<(String, Value)>,
+    items: Vec<Value>,
+}
+
+struct ValueSeed<'a>(&'a mut Scratch);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // As serde_json: a float that is not finite becomes null.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let start = self.0.items.len();
+        while let Some(v) = seq.next_element_seed(ValueSeed(&mut *self.0))? {
+            self.0.items.push(v);
+        }
+        Ok(Value::Array(self.0.items.drain(start..).collect()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let start = self.0.entries.len();
+        while let Some(key) = map.next_key::<String>()? {
+            let v = map.next_value_seed(ValueSeed(&mut *self.0))?;
+            self.0.entries.push((key, v));
+        }
+        // Collecting inserts in order: a repeated key keeps its first position and takes the
+        // later value, exactly as serde_json's own map does.
+        Ok(Value::Object(self.0.entries.drain(start..).collect()))
+    }
+}
+
 /// The one constructor of JSON-RPC error responses.
 pub fn error_response(id: Option<&Id>, code: i64, message: &str, data: Option<Value>) -> Value {
     let mut err = Map::new();
@@ -385,6 +479,39 @@ mod tests {
         assert_eq!(m.target_name(), Some("get_pod_logs"));
         let fwd = String::from_utf8(m.to_bytes().to_vec()).unwrap();
         assert!(fwd.contains("\"get_pod_logs\""), "{fwd}");
+    }
+
+    #[test]
+    fn parse_value_gives_what_serde_json_gives() {
+        for doc in [
+            r#"{"a":1,"b":[true,false,null,-3,4.5,1e300,18446744073709551615,-9223372036854775808],"c":{"d":"e\u00e9\n","f":{}},"g":[]}"#,
+            r#"{"z":1,"a":2,"z":3,"m":{"k":[{"x":1,"x":2}]}}"#,
+            r#"[1,[2,[3,{"a":[4]}]],"s",{"":""}]"#,
+            r#"  "just a string"  "#,
+            "12",
+            "-0.0",
+            "{}",
+            r#"{"nested":"{\"inner\":[1,2,{\"k\":\"v\"}]}"}"#,
+        ] {
+            let want: Value = serde_json::from_str(doc).unwrap();
+            let got = parse_value(doc.as_bytes()).unwrap();
+            assert_eq!(got, want, "{doc}");
+            assert_eq!(
+                serde_json::to_string(&got).unwrap(),
+                serde_json::to_string(&want).unwrap(),
+                "key order of {doc}"
+            );
+            assert_eq!(parse_value_str(doc).unwrap(), want, "{doc}");
+        }
+        for bad in ["{", r#"{"a":1} x"#, "[1,]", r#"{"a" 1}"#, "", r"\u0000"] {
+            assert!(parse_value(bad.as_bytes()).is_err(), "{bad}");
+            assert!(parse_value_str(bad).is_err(), "{bad}");
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(
+            parse_value(deep.as_bytes()).is_err(),
+            "the recursion limit still applies"
+        );
     }
 
     #[test]

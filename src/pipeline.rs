@@ -254,11 +254,9 @@ impl Gateway {
                     .params()
                     .expect("tools/call params were checked by the parser");
                 let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
-                let args = p
-                    .get("arguments")
-                    .cloned()
-                    .unwrap_or_else(|| Value::Object(Map::new()));
-                let (tool, target) = policy.catalogue().classify(name, &args);
+                let no_args = Value::Object(Map::new());
+                let args = p.get("arguments").unwrap_or(&no_args);
+                let (tool, target) = policy.catalogue().classify(name, args);
                 (Some(tool), target)
             }
             _ => (None, TargetFacts::default()),
@@ -892,12 +890,14 @@ impl Relay {
 
     /// Redact and filter one upstream JSON payload (a single message).
     fn process_payload(&self, bytes: &[u8]) -> Result<Bytes, UpstreamError> {
-        let mut value: Value = serde_json::from_slice(bytes)
+        let mut value = jsonrpc::parse_value(bytes)
             .map_err(|e| UpstreamError::BadResponse(format!("body is not JSON: {e}")))?;
         self.process_message(&mut value);
-        Ok(Bytes::from(
-            serde_json::to_vec(&value).expect("JSON value serialises"),
-        ))
+        // Sized for the usual case (about what came in) so the output is not regrown and
+        // copied at every doubling.
+        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8 + 64);
+        serde_json::to_writer(&mut out, &value).expect("JSON value serialises");
+        Ok(Bytes::from(out))
     }
 
     /// redact / filter: one JSON-RPC message on its way to the client.
@@ -1036,7 +1036,7 @@ impl SseState {
             SseItem::Comment(c) => sse::encode_comment(&c),
             SseItem::Event(mut ev) => {
                 if ev.has_data && !ev.data.is_empty() {
-                    match serde_json::from_str::<Value>(&ev.data) {
+                    match jsonrpc::parse_value_str(&ev.data) {
                         Ok(mut msg) => {
                             if self.relay.request_id.is_some()
                                 && msg.get("id") == self.relay.request_id.as_ref()

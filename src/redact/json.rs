@@ -4,11 +4,12 @@
 //! summary block and a `json.dumps` block) is parsed, walked the same way and re-serialised
 //! compactly only if something in it was redacted; otherwise its bytes are left untouched.
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::Redaction;
 use super::detectors::{self as d, Det, DetectorSet};
 use super::names;
+use super::node::Node;
 use super::text::{self, Span, TextScanner};
 
 /// JSON documents nested inside strings are followed this many levels deep.
@@ -32,6 +33,125 @@ fn is_secret_type(t: &str) -> bool {
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the structural walk needs from a JSON tree. Two trees implement it: the message's
+/// own `serde_json::Value` (walked in place, as it will be sent) and [`Node`], the cheaper
+/// tree that documents found inside strings are parsed into. One walk serves both, so a
+/// document is judged the same way wherever it sits.
+pub(crate) trait Tree: Sized {
+    type Members<'a>: Iterator<Item = (&'a String, &'a Self)>
+    where
+        Self: 'a;
+    type MembersMut<'a>: Iterator<Item = (&'a String, &'a mut Self)>
+    where
+        Self: 'a;
+    fn shape(&mut self) -> Shape<'_, Self>;
+    /// An object's members, in order (`None` for anything else).
+    fn members(&self) -> Option<Self::Members<'_>>;
+    fn get(&self, key: &str) -> Option<&Self>;
+    fn as_str(&self) -> Option<&str>;
+    fn is_object(&self) -> bool;
+    fn is_array(&self) -> bool;
+    fn is_string(&self) -> bool;
+    fn is_null(&self) -> bool;
+    fn from_string(s: String) -> Self;
+}
+
+/// A mutable view of one value of a [`Tree`].
+pub(crate) enum Shape<'a, T: Tree + 'a> {
+    String(&'a mut String),
+    Array(&'a mut Vec<T>),
+    Object(T::MembersMut<'a>),
+    Other,
+}
+
+impl Tree for Value {
+    type Members<'a> = serde_json::map::Iter<'a>;
+    type MembersMut<'a> = serde_json::map::IterMut<'a>;
+    fn shape(&mut self) -> Shape<'_, Self> {
+        match self {
+            Value::String(s) => Shape::String(s),
+            Value::Array(a) => Shape::Array(a),
+            Value::Object(m) => Shape::Object(m.iter_mut()),
+            _ => Shape::Other,
+        }
+    }
+    fn members(&self) -> Option<Self::Members<'_>> {
+        self.as_object().map(|m| m.iter())
+    }
+    fn get(&self, key: &str) -> Option<&Self> {
+        self.as_object().and_then(|m| m.get(key))
+    }
+    fn as_str(&self) -> Option<&str> {
+        Value::as_str(self)
+    }
+    fn is_object(&self) -> bool {
+        Value::is_object(self)
+    }
+    fn is_array(&self) -> bool {
+        Value::is_array(self)
+    }
+    fn is_string(&self) -> bool {
+        Value::is_string(self)
+    }
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+    fn from_string(s: String) -> Self {
+        Value::String(s)
+    }
+}
+
+fn member(m: &(String, Node)) -> (&String, &Node) {
+    (&m.0, &m.1)
+}
+
+fn member_mut(m: &mut (String, Node)) -> (&String, &mut Node) {
+    (&m.0, &mut m.1)
+}
+
+type MemberFn<'a> = fn(&'a (String, Node)) -> (&'a String, &'a Node);
+type MemberMutFn<'a> = fn(&'a mut (String, Node)) -> (&'a String, &'a mut Node);
+
+impl Tree for Node {
+    type Members<'a> = std::iter::Map<std::slice::Iter<'a, (String, Node)>, MemberFn<'a>>;
+    type MembersMut<'a> = std::iter::Map<std::slice::IterMut<'a, (String, Node)>, MemberMutFn<'a>>;
+    fn shape(&mut self) -> Shape<'_, Self> {
+        match self {
+            Node::String(s) => Shape::String(s),
+            Node::Array(a) => Shape::Array(a),
+            Node::Object(m) => Shape::Object(m.iter_mut().map(member_mut as MemberMutFn<'_>)),
+            _ => Shape::Other,
+        }
+    }
+    fn members(&self) -> Option<Self::Members<'_>> {
+        match self {
+            Node::Object(m) => Some(m.iter().map(member as MemberFn<'_>)),
+            _ => None,
+        }
+    }
+    fn get(&self, key: &str) -> Option<&Self> {
+        Node::get(self, key)
+    }
+    fn as_str(&self) -> Option<&str> {
+        Node::as_str(self)
+    }
+    fn is_object(&self) -> bool {
+        Node::is_object(self)
+    }
+    fn is_array(&self) -> bool {
+        matches!(self, Node::Array(_))
+    }
+    fn is_string(&self) -> bool {
+        Node::is_string(self)
+    }
+    fn is_null(&self) -> bool {
+        matches!(self, Node::Null)
+    }
+    fn from_string(s: String) -> Self {
+        Node::String(s)
+    }
+}
 
 /// Context inherited from the parent value.
 #[derive(Clone, Copy, Default)]
@@ -70,8 +190,21 @@ fn push_key(path: &mut String, k: &str) {
 }
 
 fn push_index(path: &mut String, i: usize) {
-    use std::fmt::Write as _;
-    let _ = write!(path, "[{i}]");
+    // Without `write!`: this runs for every array item of every relayed result.
+    let mut digits = [0u8; 20];
+    let mut n = i;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    path.push('[');
+    path.extend(digits[at..].iter().map(|&d| d as char));
+    path.push(']');
 }
 
 impl<'a> Walk<'a> {
@@ -100,19 +233,17 @@ impl<'a> Walk<'a> {
         });
     }
 
-    fn replacement(&self, det: Det) -> Value {
-        Value::String(format!("[REDACTED:{}]", self.names[det.0 as usize]))
+    fn replacement(&self, det: Det) -> String {
+        format!("[REDACTED:{}]", self.names[det.0 as usize])
     }
 
     /// Replace `v` whole, if it holds anything, and record it.
-    fn redact_whole(&mut self, v: &mut Value, det: Det) {
-        let empty = match v {
-            Value::Null => true,
-            Value::String(s) => s.is_empty() || s.starts_with("[REDACTED:"),
-            _ => false,
-        };
+    fn redact_whole<T: Tree>(&mut self, v: &mut T, det: Det) {
+        let empty = v.is_null()
+            || v.as_str()
+                .is_some_and(|s| s.is_empty() || s.starts_with("[REDACTED:"));
         if !empty {
-            *v = self.replacement(det);
+            *v = T::from_string(self.replacement(det));
             self.record(det);
         }
     }
@@ -202,18 +333,16 @@ impl<'a> Walk<'a> {
         let Value::Object(o) = item else {
             return self.value(item, Ctx::default());
         };
-        let ty = o
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let ty = o.get("type").and_then(Value::as_str).unwrap_or("");
+        let binary = ty == "image" || ty == "audio";
+        let embedded = ty == "resource";
         let base = self.path.len();
         for (k, v) in o.iter_mut() {
-            if k == "type" || (k == "data" && (ty == "image" || ty == "audio")) {
+            if k == "type" || (k == "data" && binary) {
                 continue;
             }
             push_key(&mut self.path, k);
-            if k == "resource" && ty == "resource" {
+            if k == "resource" && embedded {
                 self.resource_contents(v);
             } else {
                 self.value(v, Ctx::default());
@@ -267,10 +396,13 @@ impl<'a> Walk<'a> {
 
     // ---- generic values ------------------------------------------------------------------
 
-    pub(crate) fn value(&mut self, v: &mut Value, ctx: Ctx) {
-        match v {
-            Value::String(s) => self.string(s),
-            Value::Array(a) => {
+    pub(crate) fn value<T: Tree>(&mut self, v: &mut T, ctx: Ctx) {
+        if v.is_object() {
+            return self.object(v, ctx);
+        }
+        match v.shape() {
+            Shape::String(s) => self.string(s),
+            Shape::Array(a) => {
                 let base = self.path.len();
                 for (i, x) in a.iter_mut().enumerate() {
                     push_index(&mut self.path, i);
@@ -284,25 +416,32 @@ impl<'a> Walk<'a> {
                     self.path.truncate(base);
                 }
             }
-            Value::Object(m) => self.object(m, ctx),
-            _ => {}
+            Shape::Object(_) | Shape::Other => {}
         }
     }
 
-    fn object(&mut self, m: &mut Map<String, Value>, ctx: Ctx) {
-        let kind = m.get("kind").and_then(Value::as_str);
-        let has_data = m.contains_key("data") || m.contains_key("stringData");
+    fn object<T: Tree>(&mut self, m: &mut T, ctx: Ctx) {
+        // The few keys that decide the shape, found in one pass over the members: cheaper
+        // than five lookups (each a SipHash in a `serde_json::Map`).
+        let (mut kind, mut has_data, mut ty, mut is_docker) = (None, false, None, false);
+        for (k, v) in m.members().into_iter().flatten() {
+            match k.as_str() {
+                "kind" => kind = v.as_str(),
+                "data" | "stringData" => has_data = true,
+                "type" => ty = v.as_str(),
+                "auths" => is_docker = v.is_object(),
+                _ => {}
+            }
+        }
         let is_secret = ctx.secret_item
             || kind == Some("Secret")
-            || (kind.is_none()
-                && has_data
-                && m.get("type")
-                    .and_then(Value::as_str)
-                    .is_some_and(is_secret_type));
+            || (kind.is_none() && has_data && ty.is_some_and(is_secret_type));
         let items_are_secrets = matches!(kind, Some("Secret" | "SecretList"));
-        let is_docker = matches!(m.get("auths"), Some(Value::Object(_)));
+        let Shape::Object(members) = m.shape() else {
+            return;
+        };
         let base = self.path.len();
-        for (k, v) in m.iter_mut() {
+        for (k, v) in members {
             push_key(&mut self.path, k);
             let key = k.as_str();
             if is_secret
@@ -328,20 +467,21 @@ impl<'a> Walk<'a> {
                         ..Ctx::default()
                     },
                 );
-            } else if (key == "env" || key == "environment") && matches!(v, Value::Array(_)) {
+            } else if (key == "env" || key == "environment") && v.is_array() {
                 self.env_list(v);
             } else if is_docker && key == "auths" {
                 self.docker_auths(v);
             } else if let Some(det) = self.key_detector(key, ctx) {
-                match v {
-                    Value::String(_) => self.redact_whole(v, det),
-                    _ => self.value(
+                if v.is_string() {
+                    self.redact_whole(v, det);
+                } else {
+                    self.value(
                         v,
                         Ctx {
                             kube_user: key == "user",
                             ..Ctx::default()
                         },
-                    ),
+                    );
                 }
             } else {
                 let child = Ctx {
@@ -372,27 +512,33 @@ impl<'a> Walk<'a> {
     }
 
     /// `data` / `stringData` of a Secret: every value, keys kept.
-    fn secret_data(&mut self, v: &mut Value) {
-        match v {
-            Value::Object(entries) => {
-                let base = self.path.len();
-                for (k, ev) in entries.iter_mut() {
-                    push_key(&mut self.path, k);
-                    self.redact_whole(ev, d::K8S_SECRET_DATA);
-                    self.path.truncate(base);
-                }
-            }
-            Value::Null => {}
-            other => self.redact_whole(other, d::K8S_SECRET_DATA),
+    fn secret_data<T: Tree>(&mut self, v: &mut T) {
+        if v.is_null() {
+            return;
+        }
+        if !v.is_object() {
+            return self.redact_whole(v, d::K8S_SECRET_DATA);
+        }
+        let Shape::Object(entries) = v.shape() else {
+            return;
+        };
+        let base = self.path.len();
+        for (k, ev) in entries {
+            push_key(&mut self.path, k);
+            self.redact_whole(ev, d::K8S_SECRET_DATA);
+            self.path.truncate(base);
         }
     }
 
-    fn secret_annotations(&mut self, v: &mut Value) {
-        let Value::Object(a) = v else {
+    fn secret_annotations<T: Tree>(&mut self, v: &mut T) {
+        if !v.is_object() {
             return self.value(v, Ctx::default());
+        }
+        let Shape::Object(a) = v.shape() else {
+            return;
         };
         let base = self.path.len();
-        for (k, av) in a.iter_mut() {
+        for (k, av) in a {
             push_key(&mut self.path, k);
             if k == LAST_APPLIED && self.active.has(d::K8S_SECRET_LAST_APPLIED) {
                 self.redact_whole(av, d::K8S_SECRET_LAST_APPLIED);
@@ -405,19 +551,21 @@ impl<'a> Walk<'a> {
 
     /// `env: [{name, value}]`: the value when the name names a credential; every value is
     /// still scanned as text.
-    fn env_list(&mut self, v: &mut Value) {
-        let Value::Array(list) = v else { return };
+    fn env_list<T: Tree>(&mut self, v: &mut T) {
+        let Shape::Array(list) = v.shape() else {
+            return;
+        };
         let base = self.path.len();
         for (i, e) in list.iter_mut().enumerate() {
             push_index(&mut self.path, i);
             let sensitive = self.active.has(d::SENSITIVE_ENV_VALUE)
                 && e.get("name")
-                    .and_then(Value::as_str)
+                    .and_then(T::as_str)
                     .is_some_and(|n| names::classify(n).is_some());
-            match e {
-                Value::Object(o) if sensitive => {
+            if sensitive && e.is_object() {
+                if let Shape::Object(o) = e.shape() {
                     let eb = self.path.len();
-                    for (k, ev) in o.iter_mut() {
+                    for (k, ev) in o {
                         push_key(&mut self.path, k);
                         if k == "value" && ev.is_string() {
                             self.redact_whole(ev, d::SENSITIVE_ENV_VALUE);
@@ -427,33 +575,38 @@ impl<'a> Walk<'a> {
                         self.path.truncate(eb);
                     }
                 }
-                other => self.value(other, Ctx::default()),
+            } else {
+                self.value(e, Ctx::default());
             }
             self.path.truncate(base);
         }
     }
 
     /// Docker config `auths.<registry>.{auth,password,identitytoken,registrytoken}`.
-    fn docker_auths(&mut self, v: &mut Value) {
-        let Value::Object(regs) = v else { return };
+    fn docker_auths<T: Tree>(&mut self, v: &mut T) {
+        let Shape::Object(regs) = v.shape() else {
+            return;
+        };
         let on = self.active.has(d::DOCKER_CONFIG);
         let base = self.path.len();
-        for (reg, entry) in regs.iter_mut() {
+        for (reg, entry) in regs {
             push_key(&mut self.path, reg);
-            if let (true, Value::Object(fields)) = (on, &mut *entry) {
-                let eb = self.path.len();
-                for (k, fv) in fields.iter_mut() {
-                    push_key(&mut self.path, k);
-                    let lk = k.to_ascii_lowercase();
-                    if matches!(
-                        lk.as_str(),
-                        "auth" | "password" | "identitytoken" | "registrytoken"
-                    ) {
-                        self.redact_whole(fv, d::DOCKER_CONFIG);
-                    } else {
-                        self.value(fv, Ctx::default());
+            if on && entry.is_object() {
+                if let Shape::Object(fields) = entry.shape() {
+                    let eb = self.path.len();
+                    for (k, fv) in fields {
+                        push_key(&mut self.path, k);
+                        let lk = k.to_ascii_lowercase();
+                        if matches!(
+                            lk.as_str(),
+                            "auth" | "password" | "identitytoken" | "registrytoken"
+                        ) {
+                            self.redact_whole(fv, d::DOCKER_CONFIG);
+                        } else {
+                            self.value(fv, Ctx::default());
+                        }
+                        self.path.truncate(eb);
                     }
-                    self.path.truncate(eb);
                 }
             } else {
                 self.value(entry, Ctx::default());
@@ -470,7 +623,7 @@ impl<'a> Walk<'a> {
         let t = s.trim_start();
         if (t.starts_with('{') || t.starts_with('['))
             && self.depth < MAX_NESTED_JSON
-            && let Ok(mut inner) = serde_json::from_str::<Value>(s)
+            && let Ok(mut inner) = Node::parse_str(s)
         {
             let before = self.out.len();
             let base = self.path.len();
@@ -480,7 +633,8 @@ impl<'a> Walk<'a> {
             self.depth -= 1;
             self.path.truncate(base);
             if self.out.len() > before {
-                *s = serde_json::to_string(&inner).expect("a JSON value serialises");
+                // Compact output is rarely longer than the text it came from.
+                *s = inner.to_json_string(s.len() + 64);
             }
             return;
         }
@@ -505,4 +659,16 @@ impl<'a> Walk<'a> {
 fn has_json_escape(s: &str) -> bool {
     memchr::memchr_iter(b'\\', s.as_bytes())
         .any(|i| matches!(s.as_bytes().get(i + 1), Some(b'u' | b'/')))
+}
+
+#[cfg(test)]
+mod path_tests {
+    #[test]
+    fn array_indexes_are_written_in_decimal() {
+        for i in [0usize, 7, 10, 99, 100, 12345, usize::MAX] {
+            let mut p = String::from("$.a");
+            super::push_index(&mut p, i);
+            assert_eq!(p, format!("$.a[{i}]"));
+        }
+    }
 }

@@ -15,6 +15,7 @@
 mod detectors;
 mod json;
 mod names;
+mod node;
 mod text;
 
 use std::borrow::Cow;
