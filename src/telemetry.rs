@@ -295,6 +295,9 @@ pub fn record_error(span: &Span, error_type: &str, jsonrpc_code: Option<i64>, me
 
 /// Record what the policy decided on a request span.
 pub fn record_decision(span: &Span, decision: &str, rules: &[String], revision: &str) {
+    if span.is_disabled() {
+        return;
+    }
     span.record(attr::POLICY_DECISION, decision);
     span.record(attr::POLICY_RULES, rules.join(",").as_str());
     span.record(attr::POLICY_REVISION, revision);
@@ -323,6 +326,10 @@ impl Injector for MetaInjector<'_> {
 /// valid (the MCP conventions prefer it), else the `traceparent` header. When both are
 /// present and differ, the header context becomes a link. Call before the span is entered.
 pub fn set_parent_from(span: &Span, headers: &HeaderMap, meta: Option<&Value>) {
+    if span.is_disabled() {
+        // Filtered out (no exporter and a log filter above INFO): no context to attach.
+        return;
+    }
     let propagator = TraceContextPropagator::new();
     let from_meta = meta
         .and_then(Value::as_object)
