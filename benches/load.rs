@@ -8,6 +8,11 @@
 //!
 //! The gateway runs as configured in production minus SigV4 (the upstream is plain loopback
 //! http): shipped policies, redaction, a file audit sink, metrics.
+//!
+//! Besides latency and throughput it prints the CPU time (user + system, all threads) the
+//! gateway and the upstream processes spent per request in each phase, from
+//! `/proc/<pid>/stat`: on a shared machine that is steadier than throughput. Environment:
+//! `LOAD_POLICY_DIR` (another policy directory), `LOAD_BIN` (another gateway binary).
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,6 +38,10 @@ struct Phase {
     errors: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU time (user + system, all threads) the gateway and the upstream processes used
+    /// during the phase.
+    gateway_cpu: Duration,
+    upstream_cpu: Duration,
 }
 
 impl Phase {
@@ -46,6 +55,51 @@ impl Phase {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
+    fn per_request(&self, cpu: Duration) -> Duration {
+        cpu / (self.requests.max(1) as u32)
+    }
+}
+
+/// CPU time a process has used so far (user + system, all its threads), from
+/// `/proc/<pid>/stat`; zero where that file does not exist.
+fn cpu_time(pid: u32, ticks_per_sec: u64) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let ticks: u64 = f.iter().sum();
+    Duration::from_nanos(ticks * 1_000_000_000 / ticks_per_sec.max(1))
+}
+
+/// Clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`, 100 when unknown).
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Run `phase` and charge it the CPU time the gateway and upstream processes used meanwhile.
+async fn measured(
+    pids: (u32, u32),
+    ticks: u64,
+    phase: impl std::future::Future<Output = Phase>,
+) -> Phase {
+    let (g0, u0) = (cpu_time(pids.0, ticks), cpu_time(pids.1, ticks));
+    let mut p = phase.await;
+    p.gateway_cpu = cpu_time(pids.0, ticks).saturating_sub(g0);
+    p.upstream_cpu = cpu_time(pids.1, ticks).saturating_sub(u0);
+    p
 }
 
 struct Proc(Child);
@@ -83,7 +137,10 @@ fn main() {
 }
 
 async fn run(s: Settings, full: bool) {
-    let bin = env!("CARGO_BIN_EXE_eks-mcp-gateway");
+    // LOAD_BIN runs another build of the gateway (A/B comparisons of two builds).
+    let bin = std::env::var("LOAD_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_eks-mcp-gateway").to_owned());
+    let bin = bin.as_str();
     let repo = env!("CARGO_MANIFEST_DIR");
     // Upstream in its own process; its first stdout line is its URL.
     let mut up = Command::new(bin)
@@ -95,6 +152,7 @@ async fn run(s: Settings, full: bool) {
     BufReader::new(up.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let up_pid = up.id();
     let _upstream = Proc(up);
     let upstream_url = line.trim().to_owned();
 
@@ -130,26 +188,36 @@ async fn run(s: Settings, full: bool) {
         .build_http();
     wait_ready(&client, &format!("http://127.0.0.1:{port}/readyz")).await;
 
+    let ticks = clock_ticks();
+    let pids = (gw_pid, up_pid);
     let mut phases = Vec::new();
     for (name, url) in [("direct", &upstream_url), ("gateway", &gateway_url)] {
         open_loop(&client, url, s.rate, Duration::from_secs(1), s.workers).await; // warm-up
-        let mut p = open_loop(
-            &client,
-            url,
-            s.rate,
-            Duration::from_secs(s.seconds),
-            s.workers,
+        let mut p = measured(
+            pids,
+            ticks,
+            open_loop(
+                &client,
+                url,
+                s.rate,
+                Duration::from_secs(s.seconds),
+                s.workers,
+            ),
         )
         .await;
         p.name = format!("{name} @ {}/s", s.rate);
         phases.push(p);
     }
     for (name, url) in [("direct", &upstream_url), ("gateway", &gateway_url)] {
-        let mut p = closed_loop(
-            &client,
-            url,
-            s.workers,
-            Duration::from_secs(s.closed_loop_seconds),
+        let mut p = measured(
+            pids,
+            ticks,
+            closed_loop(
+                &client,
+                url,
+                s.workers,
+                Duration::from_secs(s.closed_loop_seconds),
+            ),
         )
         .await;
         p.name = format!("{name} max ({} conns)", s.workers);
@@ -162,17 +230,19 @@ async fn run(s: Settings, full: bool) {
         if full { "" } else { " [smoke run]" }
     );
     println!(
-        "{:<28} {:>9} {:>8} {:>10} {:>10}",
-        "phase", "req/s", "errors", "p50", "p99"
+        "{:<28} {:>9} {:>8} {:>10} {:>10} {:>12} {:>12}",
+        "phase", "req/s", "errors", "p50", "p99", "gw cpu/req", "up cpu/req"
     );
     for p in &phases {
         println!(
-            "{:<28} {:>9.0} {:>8} {:>10.3?} {:>10.3?}",
+            "{:<28} {:>9.0} {:>8} {:>10.3?} {:>10.3?} {:>12.1?} {:>12.1?}",
             p.name,
             p.rps(),
             p.errors,
             p.pct(0.50),
-            p.pct(0.99)
+            p.pct(0.99),
+            p.per_request(p.gateway_cpu),
+            p.per_request(p.upstream_cpu),
         );
     }
     let added_p99 = phases[1].pct(0.99).saturating_sub(phases[0].pct(0.99));
@@ -181,6 +251,12 @@ async fn run(s: Settings, full: bool) {
     println!(
         "gateway throughput vs direct (closed loop): {:.0}%",
         ratio * 100.0
+    );
+    println!(
+        "gateway CPU per request (process user+system time / requests): {:.1?} at {}/s, {:.1?} closed loop",
+        phases[1].per_request(phases[1].gateway_cpu),
+        s.rate,
+        phases[3].per_request(phases[3].gateway_cpu)
     );
     println!("gateway peak RSS: {:.1} MB", rss as f64 / 1024.0);
     for p in &phases {
@@ -272,6 +348,8 @@ async fn open_loop(
         errors,
         elapsed,
         latencies,
+        gateway_cpu: Duration::ZERO,
+        upstream_cpu: Duration::ZERO,
     }
 }
 
@@ -314,6 +392,8 @@ async fn closed_loop(
         errors,
         elapsed,
         latencies,
+        gateway_cpu: Duration::ZERO,
+        upstream_cpu: Duration::ZERO,
     }
 }
 
