@@ -14,8 +14,16 @@ use eks_mcp_gateway::policy::{
 };
 use serde_json::{Value, json};
 
+/// The allocator the gateway binary runs with (src/main.rs), so the numbers are the shipped ones.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn shipped_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+    // DECISION_POLICY_DIR measures another policy directory (e.g. while tuning rules).
+    match std::env::var_os("DECISION_POLICY_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+    }
 }
 
 fn load(dir: &Path) -> PolicyEngine {
@@ -28,8 +36,13 @@ fn load(dir: &Path) -> PolicyEngine {
 
 /// Everything the pipeline does per tools/call from parsed arguments to a decision.
 fn decide(e: &PolicyEngine, id: &str, group: &str, tool: &str, args: &Value) -> Decision {
+    e.decide(&input(e, id, group, tool, args))
+}
+
+/// The input document the pipeline builds for a tools/call.
+fn input(e: &PolicyEngine, id: &str, group: &str, tool: &str, args: &Value) -> PolicyInput {
     let (tool, target) = e.catalogue().classify(tool, args);
-    let input = PolicyInput {
+    PolicyInput {
         principal: Principal {
             id: id.to_string(),
             groups: vec![group.to_string()],
@@ -51,8 +64,7 @@ fn decide(e: &PolicyEngine, id: &str, group: &str, tool: &str, args: &Value) -> 
             mode: PolicyMode::Enforce,
             upstream: "https://eks-mcp.us-west-2.api.aws/mcp".into(),
         },
-    };
-    e.decide(&input)
+    }
 }
 
 fn read_args(ns: &str) -> Value {
@@ -83,8 +95,54 @@ spec:
   ports: [{port: 80}]
 ";
 
+/// `DECISION_PROFILE_LOOP=N [DECISION_PROFILE_CASE=read|write|denied]`: make N decisions and
+/// exit, for an instruction-level profiler (e.g. `valgrind --tool=callgrind`), whose counts,
+/// unlike wall time on a shared machine, are repeatable. No evaluation time limit applies,
+/// because a profiler slows evaluation down by fifty times.
+fn profile_loop(n: usize) -> ! {
+    let e = PolicyEngine::load(&PolicyConfig {
+        dir: shipped_dir(),
+        eval_timeout: std::time::Duration::ZERO,
+        ..PolicyConfig::default()
+    })
+    .expect("policies load");
+    let (tool, args) = match std::env::var("DECISION_PROFILE_CASE").as_deref() {
+        Ok("write") => ("manage_k8s_resource", write_args("payments")),
+        Ok("denied") => ("read_k8s_resource", read_args("kube-system")),
+        _ => ("read_k8s_resource", read_args("payments")),
+    };
+    for _ in 0..n {
+        black_box(decide(&e, "alice", "payments-dev", tool, black_box(&args)));
+    }
+    std::process::exit(0)
+}
+
 fn shipped_policies(c: &mut Criterion) {
+    if let Ok(n) = std::env::var("DECISION_PROFILE_LOOP") {
+        profile_loop(n.parse().expect("DECISION_PROFILE_LOOP is a count"));
+    }
     let e = load(&shipped_dir());
+    // The bytecode instruction count of each case: repeatable where wall time is not.
+    for (case, tool, args) in [
+        (
+            "read_k8s_resource",
+            "read_k8s_resource",
+            read_args("payments"),
+        ),
+        (
+            "manage_k8s_resource_patch",
+            "manage_k8s_resource",
+            write_args("payments"),
+        ),
+        (
+            "read_k8s_resource_denied",
+            "read_k8s_resource",
+            read_args("kube-system"),
+        ),
+    ] {
+        let cost = e.cost(&input(&e, "alice", "payments-dev", tool, &args));
+        println!("decision/shipped/{case}: {cost:?} VM instructions");
+    }
     let mut g = c.benchmark_group("decision/shipped");
     let read = read_args("payments");
     assert!(decide(&e, "alice", "payments-dev", "read_k8s_resource", &read).allow);

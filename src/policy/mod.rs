@@ -14,6 +14,7 @@ mod bundle;
 mod equivalence;
 mod reload;
 mod testing;
+mod value;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -292,16 +293,30 @@ impl PolicyEngine {
     /// Decide one request. Never panics and never fails: an evaluation error, an undefined
     /// decision or a decision of the wrong shape is a deny ([`Decision::fail_closed`]).
     pub fn decide(&self, input: &PolicyInput) -> Decision {
-        match serde_json::to_value(input) {
-            Ok(v) => self.decide_value(v),
+        // Straight into the engine's value type: JSON text or a `serde_json::Value` in
+        // between builds a second tree and costs more than evaluating a simple policy.
+        let value = value::to_value(input);
+        match value {
+            Ok(v) => self.decide_regorus(v),
             Err(e) => self.failed(&format!("the input document could not be built ({e})")),
         }
     }
 
+    /// How many bytecode instructions deciding `input` takes: a deterministic measure of a
+    /// policy's cost, unlike wall time on a shared machine (the decision bench prints it,
+    /// `policy eval` shows it). `None` when the decision does not run on bytecode.
+    pub fn cost(&self, input: &PolicyInput) -> Option<usize> {
+        let input = value::to_value(input).ok()?;
+        self.bytecode.as_ref()?.instructions(&input)
+    }
+
     /// Decide over an input document given as JSON (`policy eval --input FILE`).
     pub fn decide_value(&self, input: serde_json::Value) -> Decision {
+        self.decide_regorus(regorus::Value::from(input))
+    }
+
+    fn decide_regorus(&self, input: regorus::Value) -> Decision {
         // The caller times the evaluation (`policy_eval_seconds`), input building included.
-        let input = regorus::Value::from(input);
         // A panic inside the evaluator must not take the request task down with it.
         if let Some(bytecode) = &self.bytecode {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -448,22 +463,54 @@ impl Bytecode {
         })
     }
 
+    fn new_vm(&self) -> anyhow::Result<regorus::rvm::RegoVM> {
+        let mut vm = regorus::rvm::RegoVM::new();
+        vm.load_program(self.program.clone());
+        // Checked once in `compile`; the data never changes for this program.
+        vm.set_data(self.data.clone())?;
+        vm.set_strict_builtin_errors(false);
+        // The time limit, not an instruction count, bounds an evaluation (large
+        // grant lists legitimately take many instructions).
+        vm.set_max_instructions(usize::MAX);
+        vm.set_execution_timer_config(self.timer);
+        Ok(vm)
+    }
+
+    /// The instruction count of one evaluation, found by bisecting the VM's instruction
+    /// limit (the VM does not report it). A diagnostic: never on the request path.
+    fn instructions(&self, input: &regorus::Value) -> Option<usize> {
+        let mut vm = self.new_vm().ok()?;
+        vm.set_execution_timer_config(None);
+        let mut fits = |limit: usize| -> Option<bool> {
+            vm.set_max_instructions(limit);
+            vm.set_input(input.clone());
+            match vm.execute() {
+                Ok(_) => Some(true),
+                Err(regorus::rvm::vm::VmError::InstructionLimitExceeded { .. }) => Some(false),
+                Err(_) => None,
+            }
+        };
+        let mut high = 1024;
+        while !fits(high)? {
+            high = high.checked_mul(2)?;
+        }
+        let mut low = 0;
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            if fits(mid)? {
+                high = mid;
+            } else {
+                low = mid;
+            }
+        }
+        Some(high)
+    }
+
     fn eval(&self, input: regorus::Value) -> anyhow::Result<regorus::Value> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         let mut vm = match pooled {
             Some(vm) => vm,
-            None => {
-                let mut vm = regorus::rvm::RegoVM::new();
-                vm.load_program(self.program.clone());
-                // Checked once in `compile`; the data never changes for this program.
-                vm.set_data(self.data.clone())?;
-                vm.set_strict_builtin_errors(false);
-                // The time limit, not an instruction count, bounds an evaluation (large
-                // grant lists legitimately take many instructions).
-                vm.set_max_instructions(usize::MAX);
-                vm.set_execution_timer_config(self.timer);
-                vm
-            }
+            None => self.new_vm()?,
         };
         vm.set_input(input);
         let result = vm.execute().map_err(anyhow::Error::from);
@@ -555,24 +602,58 @@ fn parse_data(f: &bundle::BundleFile) -> Result<serde_json::Value, PolicyError> 
 
 /// Convert the entrypoint's value into a `Decision`, checking its shape.
 fn parse_decision(value: &regorus::Value) -> Result<Decision, String> {
-    let json = serde_json::to_value(value).map_err(|e| format!("is not JSON ({e})"))?;
-    let obj = json
-        .as_object()
-        .ok_or("is not an object {allow, reasons, redact, rules, role}")?;
-    match obj.get("allow") {
-        Some(serde_json::Value::Bool(_)) => {}
+    use regorus::Value as V;
+    const SHAPE: &str = "expected {allow: bool, reasons: [string], redact: [string], rules: [string], role: string|null}";
+    let V::Object(obj) = value else {
+        return Err("is not an object {allow, reasons, redact, rules, role}".into());
+    };
+    let field = |name: &str| obj.get(&V::from(name));
+    let allow = match field("allow") {
+        Some(V::Bool(b)) => *b,
         Some(_) => return Err("has an `allow` that is not a boolean".into()),
         None => return Err("has no `allow`".into()),
-    }
-    let mut d: Decision = serde_json::from_value(json.clone())
-        .map_err(|e| format!("has the wrong shape ({e}); expected {{allow: bool, reasons: [string], redact: [string], rules: [string], role: string|null}}"))?;
+    };
+    // A list of strings; absent is empty. Sets (Rego's `contains` rules) count as lists.
+    let strings = |name: &str| -> Result<Vec<String>, String> {
+        let items: Vec<&V> = match field(name) {
+            None | Some(V::Undefined) => return Ok(Vec::new()),
+            Some(V::Array(a)) => a.iter().collect(),
+            Some(V::Set(s)) => s.iter_sorted().collect(),
+            Some(_) => return Err(format!("has a `{name}` that is not a list; {SHAPE}")),
+        };
+        items
+            .into_iter()
+            .map(|v| match v {
+                V::String(s) => Ok(s.to_string()),
+                _ => Err(format!(
+                    "has a `{name}` entry that is not a string; {SHAPE}"
+                )),
+            })
+            .collect()
+    };
+    let reasons = strings("reasons")?;
+    let mut redact = strings("redact")?;
+    let rules = strings("rules")?;
+    let role = match field("role") {
+        None | Some(V::Null) | Some(V::Undefined) => None,
+        Some(V::String(s)) => Some(s.to_string()),
+        Some(_) => return Err(format!("has a `role` that is not a string; {SHAPE}")),
+    };
+    let mut d = Decision {
+        allow,
+        reasons,
+        redact: Vec::new(),
+        rules,
+        role,
+    };
     if !d.allow && d.reasons.is_empty() {
         d.reasons
             .push("denied by policy (the policy gave no reason)".to_string());
     }
-    if !d.redact.iter().any(|p| p == BASELINE_PROFILE) {
-        d.redact.insert(0, BASELINE_PROFILE.to_string());
+    if !redact.iter().any(|p| p == BASELINE_PROFILE) {
+        redact.insert(0, BASELINE_PROFILE.to_string());
     }
+    d.redact = redact;
     Ok(d)
 }
 
