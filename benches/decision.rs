@@ -188,6 +188,15 @@ fn shipped_policies(c: &mut Criterion) {
     g.bench_function("apply_yaml_two_documents", |b| {
         b.iter(|| decide(&e, "alice", "payments-dev", "apply_yaml", black_box(&apply)))
     });
+    // tools/list filtering: one `tool_visible` evaluation per catalogue tool.
+    let names: Vec<&str> = e.catalogue().tool_names().collect();
+    let mut list = input(&e, "alice", "payments-dev", "read_k8s_resource", &read);
+    list.mcp.method = "tools/list".into();
+    list.tool = None;
+    g.bench_function(
+        format!("tools_list_visibility_{}_tools", names.len()),
+        |b| b.iter(|| e.visible_tools(black_box(&list), names.iter().copied())),
+    );
     g.finish();
 }
 

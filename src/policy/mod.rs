@@ -170,6 +170,8 @@ pub struct PolicyEngine {
     /// it compiled and agreed with the interpreter at load; `None` decides with the
     /// interpreter.
     bytecode: Option<Arc<Bytecode>>,
+    /// `tool_visible` compiled to bytecode (evaluated once per tool of a tools/list).
+    visibility_bytecode: Option<Arc<Bytecode>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -258,11 +260,20 @@ impl PolicyEngine {
             }
         };
 
+        // tool_visible on bytecode too, checked against the interpreter on a probe for every
+        // catalogue tool (a disagreement keeps the interpreter for visibility).
+        let visibility_bytecode = if has_visibility_rule {
+            compile_visibility(&engine, &visibility_rule, &catalogue, cfg)
+        } else {
+            None
+        };
+
         Ok(PolicyEngine {
             template: engine,
             entrypoint,
             visibility_rule,
             has_visibility_rule,
+            visibility_bytecode,
             revision: snap.revision(),
             catalogue,
             dir: cfg.dir.clone(),
@@ -394,32 +405,97 @@ impl PolicyEngine {
         if !self.has_visibility_rule {
             return names.iter().map(|n| self.catalogue.known(n)).collect();
         }
-        let Ok(serde_json::Value::Object(mut base)) = serde_json::to_value(input) else {
-            return vec![false; names.len()];
-        };
-        base.insert(
-            "target".into(),
-            serde_json::to_value(TargetFacts::default()).unwrap_or_default(),
-        );
-        let mut engine = self.template.clone();
+        if let Some(bytecode) = &self.visibility_bytecode {
+            return names
+                .iter()
+                .map(|name| {
+                    let doc = match value::to_value(&visibility_probe(input, &self.catalogue, name))
+                    {
+                        Ok(doc) => doc,
+                        Err(_) => return false,
+                    };
+                    let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        bytecode.eval(doc.clone())
+                    }));
+                    match fast {
+                        Ok(Ok(regorus::Value::Bool(b))) => b,
+                        Ok(Ok(_)) => false,
+                        // The interpreter has the last word, as for decisions.
+                        _ => self.visible_interpreted(doc, name),
+                    }
+                })
+                .collect();
+        }
         names
             .iter()
-            .map(|name| {
-                let probe = self.catalogue.probe(name);
-                let mut doc = base.clone();
-                doc.insert("tool".into(), serde_json::to_value(probe).unwrap_or_default());
-                engine.set_input(regorus::Value::from(serde_json::Value::Object(doc)));
-                match engine.eval_rule(self.visibility_rule.clone()) {
-                    Ok(regorus::Value::Bool(b)) => b,
-                    Ok(_) => false,
-                    Err(e) => {
-                        tracing::warn!(tool = %name, error = %e, "tool_visible failed; tool hidden");
-                        false
-                    }
-                }
-            })
+            .map(
+                |name| match value::to_value(&visibility_probe(input, &self.catalogue, name)) {
+                    Ok(doc) => self.visible_interpreted(doc, name),
+                    Err(_) => false,
+                },
+            )
             .collect()
     }
+
+    /// `tool_visible` for one probe document on the interpreter; errors hide the tool.
+    fn visible_interpreted(&self, doc: regorus::Value, name: &str) -> bool {
+        let mut engine = self.template.clone();
+        engine.set_input(doc);
+        match engine.eval_rule(self.visibility_rule.clone()) {
+            Ok(regorus::Value::Bool(b)) => b,
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(tool = %name, error = %e, "tool_visible failed; tool hidden");
+                false
+            }
+        }
+    }
+}
+
+/// The input `tool_visible` sees for `name`: the caller's request with `input.tool` set to
+/// the catalogue's probe for the tool and no target.
+fn visibility_probe(input: &PolicyInput, catalogue: &Catalogue, name: &str) -> PolicyInput {
+    PolicyInput {
+        principal: input.principal.clone(),
+        client: input.client.clone(),
+        mcp: input.mcp.clone(),
+        tool: Some(catalogue.probe(name)),
+        target: TargetFacts::default(),
+        gateway: input.gateway.clone(),
+    }
+}
+
+/// Compile `tool_visible` and keep it only if it agrees with the interpreter on the probe of
+/// every catalogue tool (for the warm-up principal; the tests compare more principals).
+fn compile_visibility(
+    engine: &regorus::Engine,
+    rule: &str,
+    catalogue: &Catalogue,
+    cfg: &PolicyConfig,
+) -> Option<Arc<Bytecode>> {
+    let bytecode = match Bytecode::compile(engine, rule, cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::info!(rule = %rule, error = %e, "tool_visible cannot be compiled to bytecode; tools/list filtering uses the interpreter (slower)");
+            return None;
+        }
+    };
+    let mut warm = warmup_input();
+    warm.mcp.method = "tools/list".into();
+    for name in catalogue.tool_names() {
+        let doc = value::to_value(&visibility_probe(&warm, catalogue, name)).ok()?;
+        let mut interp = engine.clone();
+        interp.set_input(doc.clone());
+        let slow = interp
+            .eval_rule(rule.to_string())
+            .map_err(|e| e.to_string());
+        let fast = bytecode.eval(doc).map_err(|e| e.to_string());
+        if fast != slow {
+            tracing::warn!(rule = %rule, tool = %name, bytecode = ?fast, interpreter = ?slow, "tool_visible bytecode disagrees with the interpreter; tools/list filtering uses the interpreter (slower)");
+            return None;
+        }
+    }
+    Some(Arc::new(bytecode))
 }
 
 /// The decision entrypoint compiled to regorus bytecode (the RVM), with the data it runs
@@ -694,6 +770,47 @@ mod tests {
         assert!(d.is_fail_closed());
         let long = "x".repeat(2000);
         assert!(Decision::fail_closed(&long).reasons[0].len() < 600);
+    }
+
+    #[test]
+    fn tools_list_visibility_on_bytecode_matches_the_interpreter() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let engine = PolicyEngine::load(&PolicyConfig {
+            dir,
+            ..PolicyConfig::default()
+        })
+        .unwrap();
+        assert!(
+            engine.visibility_bytecode.is_some(),
+            "tool_visible compiles"
+        );
+        let names: Vec<String> = engine
+            .catalogue()
+            .tool_names()
+            .map(str::to_string)
+            .chain(["not_a_tool".to_string()])
+            .collect();
+        let mut hidden_somewhere = 0;
+        for (id, groups) in [
+            ("nobody", vec![]),
+            ("alice", vec!["payments-dev"]),
+            ("root", vec!["platform-admins"]),
+            ("sre", vec!["sre-oncall", "sre-breakglass"]),
+            ("rita", vec!["readers"]),
+        ] {
+            let mut input = warmup_input();
+            input.principal.id = id.into();
+            input.principal.groups = groups.iter().map(|g| g.to_string()).collect();
+            input.mcp.method = "tools/list".into();
+            let fast = engine.visible_tools(&input, names.iter().map(String::as_str));
+            for (name, fast) in names.iter().zip(fast) {
+                let doc =
+                    value::to_value(&visibility_probe(&input, engine.catalogue(), name)).unwrap();
+                assert_eq!(fast, engine.visible_interpreted(doc, name), "{id}: {name}");
+                hidden_somewhere += usize::from(!fast);
+            }
+        }
+        assert!(hidden_somewhere > 5, "the filter hides tools from someone");
     }
 
     #[test]
