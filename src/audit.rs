@@ -585,7 +585,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// wakes at most once per interval and writes everything that came in one system call.
 /// Records reach the file at most this much later; an idle gateway still writes each record
 /// at once, because the first record after a quiet period wakes the parked writer.
-const LINGER: Duration = Duration::from_millis(2);
+const LINGER: Duration = Duration::from_millis(5);
 
 /// Queues smaller than this are not lingered on: a tiny `fail_closed` queue could otherwise
 /// fill during the pause and refuse requests that a prompt writer would have taken.
