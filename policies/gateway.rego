@@ -152,10 +152,11 @@ names_principal(entry) if {
 # Globs as in data: `*` and `?` wildcards, no delimiters; names without wildcards compare
 # exactly. glob.match is the slow path, so the common shapes are plain string tests: exact
 # names, `prefix*` and `*suffix` (one `*` and no other glob syntax: `*?[{\`); only a
-# pattern of another shape (`*-prod-*`, `team-?`) reaches glob.match. Every definition is
-# written out inline (function calls dominate evaluation cost), and there is no `else`
-# chain: regorus's bytecode compiler mis-evaluates a function whose later `else` branches
-# iterate.
+# pattern of another shape (`*-prod-*`, `team-?`) reaches glob.match. The cheap string
+# tests come before each shape's regex, so the regex runs only for a pattern that would
+# match. Every definition is written out inline (function calls dominate evaluation cost),
+# and there is no `else` chain: regorus's bytecode compiler mis-evaluates a function whose
+# later `else` branches iterate.
 any_glob_match(patterns, value) if {
 	is_string(value)
 	value in patterns
@@ -164,15 +165,17 @@ any_glob_match(patterns, value) if {
 any_glob_match(patterns, value) if {
 	is_string(value)
 	some p in patterns
-	regex.match(`^[^*?\[{\\]*\*$`, p)
+	endswith(p, "*")
 	startswith(value, trim_suffix(p, "*"))
+	regex.match(`^[^*?\[{\\]*\*$`, p)
 }
 
 any_glob_match(patterns, value) if {
 	is_string(value)
 	some p in patterns
-	regex.match(`^\*[^*?\[{\\]*$`, p)
+	startswith(p, "*")
 	endswith(value, trim_prefix(p, "*"))
+	regex.match(`^\*[^*?\[{\\]*$`, p)
 }
 
 any_glob_match(patterns, value) if {
