@@ -306,16 +306,15 @@ impl PolicyEngine {
     pub fn decide(&self, input: &PolicyInput) -> Decision {
         // Straight into the engine's value type: JSON text or a `serde_json::Value` in
         // between builds a second tree and costs more than evaluating a simple policy.
-        let value = value::to_value(input);
-        match value {
+        match value::to_value(input) {
             Ok(v) => self.decide_regorus(v),
             Err(e) => self.failed(&format!("the input document could not be built ({e})")),
         }
     }
 
     /// How many bytecode instructions deciding `input` takes: a deterministic measure of a
-    /// policy's cost, unlike wall time on a shared machine (the decision bench prints it,
-    /// `policy eval` shows it). `None` when the decision does not run on bytecode.
+    /// policy's cost, unlike wall time on a shared machine (the decision bench prints it).
+    /// `None` when the decision does not run on bytecode.
     pub fn cost(&self, input: &PolicyInput) -> Option<usize> {
         let input = value::to_value(input).ok()?;
         self.bytecode.as_ref()?.instructions(&input)
@@ -405,35 +404,28 @@ impl PolicyEngine {
         if !self.has_visibility_rule {
             return names.iter().map(|n| self.catalogue.known(n)).collect();
         }
-        if let Some(bytecode) = &self.visibility_bytecode {
-            return names
-                .iter()
-                .map(|name| {
-                    let doc = match value::to_value(&visibility_probe(input, &self.catalogue, name))
-                    {
-                        Ok(doc) => doc,
-                        Err(_) => return false,
-                    };
-                    let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        bytecode.eval(doc.clone())
-                    }));
-                    match fast {
-                        Ok(Ok(regorus::Value::Bool(b))) => b,
-                        Ok(Ok(_)) => false,
-                        // The interpreter has the last word, as for decisions.
-                        _ => self.visible_interpreted(doc, name),
-                    }
-                })
-                .collect();
-        }
+        let Some(base) = visibility_base(input) else {
+            return vec![false; names.len()];
+        };
         names
             .iter()
-            .map(
-                |name| match value::to_value(&visibility_probe(input, &self.catalogue, name)) {
-                    Ok(doc) => self.visible_interpreted(doc, name),
-                    Err(_) => false,
-                },
-            )
+            .map(|name| {
+                let Some(doc) = with_probe(&base, &self.catalogue, name) else {
+                    return false;
+                };
+                let Some(bytecode) = &self.visibility_bytecode else {
+                    return self.visible_interpreted(doc, name);
+                };
+                let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    bytecode.eval(doc.clone())
+                }));
+                match fast {
+                    Ok(Ok(regorus::Value::Bool(b))) => b,
+                    Ok(Ok(_)) => false,
+                    // The interpreter has the last word, as for decisions.
+                    _ => self.visible_interpreted(doc, name),
+                }
+            })
             .collect()
     }
 
@@ -452,17 +444,26 @@ impl PolicyEngine {
     }
 }
 
-/// The input `tool_visible` sees for `name`: the caller's request with `input.tool` set to
-/// the catalogue's probe for the tool and no target.
-fn visibility_probe(input: &PolicyInput, catalogue: &Catalogue, name: &str) -> PolicyInput {
-    PolicyInput {
-        principal: input.principal.clone(),
-        client: input.client.clone(),
-        mcp: input.mcp.clone(),
-        tool: Some(catalogue.probe(name)),
-        target: TargetFacts::default(),
-        gateway: input.gateway.clone(),
-    }
+/// The caller's request as `tool_visible` sees it, without its target: converted once per
+/// tools/list; [`with_probe`] sets `input.tool` for each tool.
+fn visibility_base(input: &PolicyInput) -> Option<regorus::Value> {
+    let mut base = value::to_value(input).ok()?;
+    let target = value::to_value(&TargetFacts::default()).ok()?;
+    base.as_object_mut()
+        .ok()?
+        .insert(regorus::Value::from("target"), target);
+    Some(base)
+}
+
+/// `base` with `input.tool` set to the catalogue's probe for `name` (the rest of the
+/// document is shared, not copied).
+fn with_probe(base: &regorus::Value, catalogue: &Catalogue, name: &str) -> Option<regorus::Value> {
+    let mut doc = base.clone();
+    let probe = value::to_value(&catalogue.probe(name)).ok()?;
+    doc.as_object_mut()
+        .ok()?
+        .insert(regorus::Value::from("tool"), probe);
+    Some(doc)
 }
 
 /// Compile `tool_visible` and keep it only if it agrees with the interpreter on the probe of
@@ -482,8 +483,9 @@ fn compile_visibility(
     };
     let mut warm = warmup_input();
     warm.mcp.method = "tools/list".into();
+    let base = visibility_base(&warm)?;
     for name in catalogue.tool_names() {
-        let doc = value::to_value(&visibility_probe(&warm, catalogue, name)).ok()?;
+        let doc = with_probe(&base, catalogue, name)?;
         let mut interp = engine.clone();
         interp.set_input(doc.clone());
         let slow = interp
@@ -707,30 +709,27 @@ fn parse_decision(value: &regorus::Value) -> Result<Decision, String> {
             })
             .collect()
     };
-    let reasons = strings("reasons")?;
+    let mut reasons = strings("reasons")?;
+    if !allow && reasons.is_empty() {
+        reasons.push("denied by policy (the policy gave no reason)".to_string());
+    }
     let mut redact = strings("redact")?;
+    if !redact.iter().any(|p| p == BASELINE_PROFILE) {
+        redact.insert(0, BASELINE_PROFILE.to_string());
+    }
     let rules = strings("rules")?;
     let role = match field("role") {
         None | Some(V::Null) | Some(V::Undefined) => None,
         Some(V::String(s)) => Some(s.to_string()),
         Some(_) => return Err(format!("has a `role` that is not a string; {SHAPE}")),
     };
-    let mut d = Decision {
+    Ok(Decision {
         allow,
         reasons,
-        redact: Vec::new(),
+        redact,
         rules,
         role,
-    };
-    if !d.allow && d.reasons.is_empty() {
-        d.reasons
-            .push("denied by policy (the policy gave no reason)".to_string());
-    }
-    if !redact.iter().any(|p| p == BASELINE_PROFILE) {
-        redact.insert(0, BASELINE_PROFILE.to_string());
-    }
-    d.redact = redact;
-    Ok(d)
+    })
 }
 
 /// A plain `ping` used to prepare a freshly loaded engine.
@@ -803,9 +802,9 @@ mod tests {
             input.principal.groups = groups.iter().map(|g| g.to_string()).collect();
             input.mcp.method = "tools/list".into();
             let fast = engine.visible_tools(&input, names.iter().map(String::as_str));
+            let base = visibility_base(&input).unwrap();
             for (name, fast) in names.iter().zip(fast) {
-                let doc =
-                    value::to_value(&visibility_probe(&input, engine.catalogue(), name)).unwrap();
+                let doc = with_probe(&base, engine.catalogue(), name).unwrap();
                 assert_eq!(fast, engine.visible_interpreted(doc, name), "{id}: {name}");
                 hidden_somewhere += usize::from(!fast);
             }

@@ -305,7 +305,8 @@ impl ser::SerializeMap for MapSerializer {
                 self.key = Some(k);
                 Ok(())
             }
-            other => Err(Error(format!("object keys must be strings, found {other}"))),
+            // The key itself is not quoted: this message can reach a deny reason.
+            _ => Err(Error("object keys must be strings".into())),
         }
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
