@@ -1,8 +1,12 @@
 //! One policy decision with the shipped policies, input construction included (classify the
-//! call, build the input document, clone the prepared engine, evaluate, read the decision),
-//! and how it grows with the size of the policy data (100 teams, 1,000 namespace grants).
+//! call, build the input document, evaluate, read the decision); `tool_visible` for a whole
+//! tools/list; the fixed part of a decision (a constant policy); and how decisions grow with
+//! the size of the policy data (100 teams, 1,000 namespace grants). It also prints each
+//! shipped case's bytecode instruction count.
 //!
 //! Run: `cargo bench --bench decision`. The per-request budget is p50 < 25 µs.
+//! `DECISION_POLICY_DIR` benches another policy directory; `DECISION_PROFILE_LOOP` (below)
+//! runs decisions in a loop for an instruction-level profiler.
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
@@ -200,6 +204,36 @@ fn shipped_policies(c: &mut Criterion) {
     g.finish();
 }
 
+/// The fixed part of a decision: the same input built, evaluated and read back, with a
+/// policy whose decision is a constant (the shipped catalogue and data, no rules to run).
+fn fixed_cost(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        shipped_dir().join("catalogue.yaml"),
+        dir.path().join("catalogue.yaml"),
+    )
+    .expect("copy catalogue");
+    std::fs::write(
+        dir.path().join("constant.rego"),
+        "package eks_mcp.gateway\n\ndecision := {\"allow\": true, \"reasons\": [], \"redact\": [\"baseline\"], \"rules\": [], \"role\": null}\n",
+    )
+    .expect("write policy");
+    let e = load(dir.path());
+    let read = read_args("payments");
+    assert!(decide(&e, "alice", "payments-dev", "read_k8s_resource", &read).allow);
+    c.bench_function("decision/fixed_cost/read_k8s_resource", |b| {
+        b.iter(|| {
+            decide(
+                &e,
+                "alice",
+                "payments-dev",
+                "read_k8s_resource",
+                black_box(&read),
+            )
+        })
+    });
+}
+
 /// The shipped rules with generated data: `teams` groups, `grants` namespace grants spread
 /// evenly over them.
 fn generated_dir(teams: usize, grants: usize) -> tempfile::TempDir {
@@ -265,5 +299,5 @@ fn data_growth(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, shipped_policies, data_growth);
+criterion_group!(benches, shipped_policies, fixed_cost, data_growth);
 criterion_main!(benches);

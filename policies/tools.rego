@@ -136,8 +136,8 @@ cluster_wide_reader if {
 tool_notices contains n if {
 	reading
 	input.tool.access == "read"
-	# The principal and groups are in the audit record; naming them here again costs more
-	# than the rest of an allowed read's notes.
+	# No group list here: the principal and groups are in the audit record, and formatting
+	# them into this note was a measurable share of every allowed read's cost.
 	n := {"rule": "reads.allowed", "reason": concat(" ", [input.tool.name, "is a read within the caller's cluster and namespace allowlists"])}
 }
 
