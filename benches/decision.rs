@@ -252,24 +252,23 @@ fn generated_dir(teams: usize, grants: usize) -> tempfile::TempDir {
     let text = std::fs::read_to_string(shipped_dir().join("data.yaml")).expect("data.yaml");
     let mut data: Value = serde_yaml::from_str(&text).expect("data.yaml parses");
     let gw = data["gateway"].as_object_mut().expect("gateway");
+    // Each team's namespace write grants sit under its group, as in the shipped data.
+    let per_team = grants.div_ceil(teams.max(1));
     let mut groups = serde_json::Map::new();
     for t in 0..teams {
+        let writes: Vec<Value> = (t * per_team..((t + 1) * per_team).min(grants))
+            .map(|i| {
+                json!({"id": format!("g{i}"), "clusters": ["dev-*", "staging-*"],
+                       "namespaces": [format!("team-{t}-svc-{}", i % per_team)]})
+            })
+            .collect();
         groups.insert(
             format!("team-{t}"),
-            json!({"clusters": ["dev-*", "staging-*", "prod-*"], "namespaces": [format!("team-{t}-*")]}),
+            json!({"clusters": ["dev-*", "staging-*", "prod-*"],
+                   "namespaces": [format!("team-{t}-*")], "writes": writes}),
         );
     }
     gw.insert("groups".into(), Value::Object(groups));
-    let per_team = grants.div_ceil(teams.max(1));
-    let list: Vec<Value> = (0..grants)
-        .map(|i| {
-            let team = i / per_team;
-            json!({"id": format!("g{i}"), "groups": [format!("team-{team}")],
-                   "clusters": ["dev-*", "staging-*"],
-                   "namespaces": [format!("team-{team}-svc-{}", i % per_team)]})
-        })
-        .collect();
-    gw.insert("grants".into(), Value::Array(list));
     std::fs::write(
         dir.path().join("data.json"),
         serde_json::to_string(&data).expect("json"),

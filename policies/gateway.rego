@@ -128,10 +128,15 @@ principal_groups contains g if some g in input.principal.groups
 
 principal_groups contains g if some g in object.get(data.gateway, "default_groups", [])
 
-# Group settings of the principal's groups that data.gateway.groups describes.
+# The settings that apply to the caller: those of its groups (data.gateway.groups) and its
+# own entry in data.gateway.principals (a principal entry works like a group of one).
 principal_group_settings contains s if {
 	some g in principal_groups
 	s := data.gateway.groups[g]
+}
+
+principal_group_settings contains s if {
+	s := data.gateway.principals[input.principal.id]
 }
 
 # "group a, b" or "principal alice (no group)": how reasons name the caller.
@@ -228,8 +233,8 @@ tool_never_allowed if {
 }
 
 some_kubernetes_grant if {
-	some g in data.gateway.grants
-	names_principal(g)
+	some s in principal_group_settings
+	count(object.get(s, "writes", [])) > 0
 }
 
 some_aws_grant(tool) if {

@@ -74,6 +74,8 @@ test_read_tools_are_visible if {
 test_write_only_tool_hidden_without_any_grant if {
 	not data.eks_mcp.gateway.tool_visible with input as call(oncall, tool("apply_yaml", "write"), empty_target)
 	data.eks_mcp.gateway.tool_visible with input as call(alice, tool("apply_yaml", "write"), empty_target)
+	data.eks_mcp.gateway.tool_visible with input as call(nobody, tool("apply_yaml", "write"), empty_target)
+		with data.gateway.principals as {"nobody": {"writes": [{"clusters": ["dev"], "namespaces": ["tools"]}]}}
 }
 
 test_aws_tool_visible_only_with_aws_grant if {

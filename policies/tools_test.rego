@@ -83,3 +83,26 @@ test_principal_without_groups_reads_nothing_namespaced if {
 	denied_by(d, "clusters.not_allowed")
 	contains(d.reasons[0], "principal nobody (no group)")
 }
+
+test_principal_entry_opens_clusters_and_namespaces if {
+	inp := read_call(nobody, "dev-1", "ConfigMap", "tools")
+	d := data.eks_mcp.gateway.decision with input as inp
+		with data.gateway.principals as {"nobody": {"clusters": ["dev-*"], "namespaces": ["tools"]}}
+	d.allow
+	d2 := data.eks_mcp.gateway.decision with input as read_call(nobody, "dev-1", "ConfigMap", "default")
+		with data.gateway.principals as {"nobody": {"clusters": ["dev-*"], "namespaces": ["tools"]}}
+	denied_by(d2, "namespaces.not_allowed")
+	# Another principal's entry does not apply.
+	d3 := data.eks_mcp.gateway.decision with input as inp
+		with data.gateway.principals as {"carol": {"clusters": ["dev-*"], "namespaces": ["tools"]}}
+	denied_by(d3, "clusters.not_allowed")
+}
+
+test_principal_entry_adds_to_its_groups if {
+	d := data.eks_mcp.gateway.decision with input as read_call(alice, "dev-1", "ConfigMap", "tools")
+		with data.gateway.principals as {"alice": {"clusters": ["dev-*"], "namespaces": ["tools"]}}
+	d.allow
+	d2 := data.eks_mcp.gateway.decision with input as read_call(alice, "dev-1", "ConfigMap", "payments")
+		with data.gateway.principals as {"alice": {"clusters": ["dev-*"], "namespaces": ["tools"]}}
+	d2.allow
+}

@@ -1,8 +1,8 @@
 # METADATA
 # title: write gating, cluster tiers and privileged AWS tools
 # description: |
-#   Everything is read-only unless a grant in data.gateway.grants names the principal (or
-#   one of its groups), the cluster (glob) and the namespace (glob). Clusters in a
+#   Everything is read-only unless a write grant of the caller's group (or of its own entry
+#   in data.gateway.principals) names the cluster (glob) and the namespace (glob). Clusters in a
 #   read-only tier (prod) take no writes at all except from a break-glass group. The AWS
 #   tools that change IAM or CloudFormation (add_inline_policy, manage_eks_stacks
 #   deploy/delete) are off unless data.gateway.aws_grants grants them.
@@ -37,16 +37,14 @@ in_read_only_tier if {
 
 # --- Kubernetes write grants -----------------------------------------------------------
 
-# The grants naming the principal (or one of its groups), and of those the ones covering
-# this cluster and operation: each found once per request, however many namespaces,
-# objects and rules ask.
-# (Written as two inline comprehensions rather than a names_principal call per grant; a
-# grant naming both the principal and one of its groups appears twice, which only the
-# existence tests below ever see.)
-principal_grants := array.concat(
-	[g | some g in data.gateway.grants; input.principal.id in object.get(g, "principals", [])],
-	[g | some g in data.gateway.grants; some x in object.get(g, "groups", []); x in principal_groups],
-)
+# The write grants of the caller's groups and of its own principal entry, and of those the
+# ones covering this cluster and operation: each found once per request, however many
+# namespaces, objects and rules ask. Grants live under the group (or principal) they are
+# for, so a decision looks only at the caller's grants, however many teams the data holds.
+principal_grants := [g |
+	some s in principal_group_settings
+	some g in object.get(s, "writes", [])
+]
 
 applicable_grants := [g |
 	some g in principal_grants
@@ -70,7 +68,7 @@ write_deny_rules contains d if {
 	not write_granted_namespace(ns)
 	d := {
 		"rule": "writes.no_grant",
-		"reason": sprintf("namespace %s on cluster %s is read-only for %s: no write grant covers a %s there; ask the platform team for a write grant (data.gateway.grants)", [ns, cluster_name, who, write_operation]),
+		"reason": sprintf("namespace %s on cluster %s is read-only for %s: no write grant covers a %s there; ask the platform team for a write grant (groups.<group>.writes in the policy data)", [ns, cluster_name, who, write_operation]),
 	}
 }
 

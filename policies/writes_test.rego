@@ -14,7 +14,7 @@ test_write_without_grant_is_denied if {
 
 test_write_grant_by_principal_id if {
 	d := data.eks_mcp.gateway.decision with input as write_call(nobody, "dev-1", "create", "ConfigMap", "tools")
-		with data.gateway.grants as [{"principals": ["nobody"], "clusters": ["dev-1"], "namespaces": ["tools"]}]
+		with data.gateway.principals as {"nobody": {"writes": [{"clusters": ["dev-1"], "namespaces": ["tools"]}]}}
 	d.allow
 }
 
@@ -70,7 +70,7 @@ test_prod_allows_break_glass if {
 
 test_break_glass_still_needs_a_grant if {
 	d := data.eks_mcp.gateway.decision with input as write_call(breakglass, "prod-eu-1", "patch", "Deployment", "payments")
-		with data.gateway.grants as []
+		with data.gateway.groups["sre-breakglass"].writes as []
 	denied_by(d, "writes.no_grant")
 }
 
@@ -114,4 +114,12 @@ test_stack_delete_in_prod_needs_break_glass if {
 test_stack_describe_is_a_read if {
 	d := data.eks_mcp.gateway.decision with input as call(alice, tool_op("manage_eks_stacks", "read", "describe"), target("dev-1", []))
 	d.allow
+}
+
+test_another_groups_grants_do_not_apply if {
+	# web-dev's grant covers namespace web on dev clusters; alice (payments-dev) has none there,
+	# even when payments-dev may read it.
+	d := data.eks_mcp.gateway.decision with input as write_call(alice, "dev-1", "patch", "Deployment", "web")
+		with data.gateway.groups["payments-dev"].namespaces as ["*"]
+	denied_by(d, "writes.no_grant")
 }

@@ -220,11 +220,14 @@ fn bytecode_and_interpreter_agree_when_only_a_grant_opens_the_namespace() {
     let mut data = crate::classify::parse_manifest(&text)
         .expect("data parses")
         .remove(0);
-    let grants = data["gateway"]["grants"].as_array_mut().expect("grants");
-    grants.push(
-        json!({"principals": ["carol"], "clusters": ["dev-*"], "namespaces": ["tools", "ops-*"]}),
-    );
-    grants.push(json!({"groups": ["payments-dev"], "clusters": ["sandbox-?"], "namespaces": ["*-batch"], "cluster_scoped": true}));
+    data["gateway"]["principals"]["carol"] =
+        json!({"writes": [{"clusters": ["dev-*"], "namespaces": ["tools", "ops-*"]}]});
+    data["gateway"]["groups"]["payments-dev"]["writes"]
+        .as_array_mut()
+        .expect("payments-dev writes")
+        .push(
+            json!({"clusters": ["sandbox-?"], "namespaces": ["*-batch"], "cluster_scoped": true}),
+        );
     std::fs::write(dir.path().join("data.json"), data.to_string()).expect("write data");
     let engine = PolicyEngine::load(&PolicyConfig {
         dir: dir.path().to_path_buf(),

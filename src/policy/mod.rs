@@ -238,6 +238,7 @@ impl PolicyEngine {
                     "{e}. Fix: define the rule in a loaded policy, or set policy.entrypoint"
                 ),
             })?;
+        check_data(&engine, package, snap, &cfg.dir)?;
         let interpreted = engine.clone().eval_rule(entrypoint.clone());
         let mut probe = engine.clone();
         let has_visibility_rule = probe.eval_rule(visibility_rule.clone()).is_ok();
@@ -602,6 +603,65 @@ impl Bytecode {
     }
 }
 
+/// Run the policy's own checks of its data, `<package>.data_errors` (a set of sentences),
+/// once per load: any entry fails the load with those sentences, so a misspelled setting or
+/// a malformed grant cannot silently change what is allowed. A policy without the rule is
+/// not checked.
+fn check_data(
+    engine: &regorus::Engine,
+    package: &str,
+    snap: &Snapshot,
+    dir: &Path,
+) -> Result<(), PolicyError> {
+    let path = snap
+        .of(FileRole::Data)
+        .next()
+        .map(|f| f.path.clone())
+        .unwrap_or_else(|| dir.to_path_buf());
+    let rule = format!("{package}.data_errors");
+    let results = engine
+        .clone()
+        .eval_query(rule.clone(), false)
+        .map_err(|e| PolicyError::Data {
+            path: path.clone(),
+            message: format!("{rule} failed to evaluate: {e}. Fix: correct the rule"),
+        })?;
+    let Some(value) = results
+        .result
+        .first()
+        .and_then(|r| r.expressions.first())
+        .map(|e| &e.value)
+    else {
+        return Ok(());
+    };
+    let errors: Vec<String> = match value {
+        regorus::Value::Set(s) => s.iter().map(sentence).collect(),
+        regorus::Value::Array(a) => a.iter().map(sentence).collect(),
+        other => {
+            return Err(PolicyError::Data {
+                path,
+                message: format!(
+                    "{rule} is {other}, not a set of sentences. Fix: define it as `data_errors contains msg if {{ ... }}`"
+                ),
+            });
+        }
+    };
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(PolicyError::Data {
+        path,
+        message: format!("the policy data fails its checks: {}", errors.join("; ")),
+    })
+}
+
+fn sentence(v: &regorus::Value) -> String {
+    match v {
+        regorus::Value::String(s) => s.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Build an engine from the snapshot's policies (and tests when asked) and data.
 fn build_engine(
     snap: &Snapshot,
@@ -810,6 +870,48 @@ mod tests {
             }
         }
         assert!(hidden_somewhere > 5, "the filter hides tools from someone");
+    }
+
+    #[test]
+    fn data_failing_the_policys_own_checks_does_not_load() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+        let cfg = PolicyConfig {
+            dir: dir.path().to_path_buf(),
+            ..PolicyConfig::default()
+        };
+        PolicyEngine::load(&cfg).expect("the shipped data passes its checks");
+
+        // A write-grant list in the format of earlier versions, and a misspelled setting.
+        let data = std::fs::read_to_string(shipped.join("data.yaml")).unwrap();
+        let old = data.replace(
+            "  principals: {}\n",
+            "  principals: {}\n  grants:\n    - groups: [web-dev]\n      clusters: [dev]\n      namespaces: [web]\n  break_glass_group: [x]\n",
+        );
+        assert_ne!(old, data);
+        std::fs::write(dir.path().join("data.yaml"), &old).unwrap();
+        let err = PolicyEngine::load(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("data.yaml: the policy data fails its checks"),
+            "{err}"
+        );
+        assert!(
+            err.contains("data.gateway.grants is no longer read: move each write grant under the group it names (groups.<group>.writes)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("data.gateway.break_glass_group is not a setting the policies read"),
+            "{err}"
+        );
+
+        // Policies that define no data_errors rule are not checked.
+        std::fs::remove_file(dir.path().join("data_check.rego")).unwrap();
+        std::fs::remove_file(dir.path().join("data_check_test.rego")).unwrap();
+        PolicyEngine::load(&cfg).expect("no data_errors rule, no checks");
     }
 
     #[test]

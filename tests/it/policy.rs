@@ -932,6 +932,26 @@ fn hot_reload_swaps_and_a_broken_file_keeps_the_old_policy() {
         "{err}"
     );
     assert_eq!(handle.current().revision(), second);
+    // So is data that parses but fails the policy's own checks: a misspelled setting that
+    // would otherwise be ignored (here, grants that would silently stop applying).
+    std::fs::write(
+        &data_path,
+        widened.replace("      writes:\n", "      write:\n"),
+    )
+    .unwrap();
+    let err = handle.reload().unwrap_err().to_string();
+    assert!(
+        err.contains("data.yaml: the policy data fails its checks")
+            && err.contains("data.gateway.groups.payments-dev.write is not a setting"),
+        "{err}"
+    );
+    assert_eq!(handle.current().revision(), second);
+    allowed(&read_web(&handle));
+    let shown = handle.last_reload_error().expect("error kept for /readyz");
+    assert!(
+        shown.contains("groups.payments-dev.write is not a setting"),
+        "{shown}"
+    );
 
     // Fixing it clears the error.
     std::fs::write(&data_path, &widened).unwrap();
