@@ -408,6 +408,74 @@ impl Default for TracingConfig {
     }
 }
 
+impl TracingConfig {
+    /// Fill what the config file leaves unset from the standard OpenTelemetry environment
+    /// variables, the way the OpenTelemetry Operator and most platforms configure a pod's
+    /// exporter. The file wins where it sets a value; `OTEL_SDK_DISABLED=true` turns export
+    /// off either way.
+    ///
+    /// - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the traces URL, used as it is;
+    /// - `OTEL_EXPORTER_OTLP_ENDPOINT`: a base URL, `/v1/traces` appended;
+    /// - `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL`: only
+    ///   `http/protobuf` is supported, anything else is an error rather than silently
+    ///   exporting nowhere (a gRPC endpoint does not speak OTLP/HTTP);
+    /// - `OTEL_SERVICE_NAME`: the service name, when the file keeps the default.
+    pub fn apply_otel_env(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let var = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            self.otlp_endpoint = None;
+            return Ok(());
+        }
+        if self.otlp_endpoint.is_none() {
+            self.otlp_endpoint = match (
+                var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+                var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            ) {
+                (Some(traces), _) => Some(traces),
+                (None, Some(base)) => Some(format!("{}/v1/traces", base.trim_end_matches('/'))),
+                (None, None) => None,
+            };
+            if self.otlp_endpoint.is_some() {
+                for name in [
+                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                ] {
+                    if let Some(protocol) = var(name)
+                        && protocol != "http/protobuf"
+                    {
+                        return Err(ConfigError::Env {
+                            var: name.to_string(),
+                            problem: format!(
+                                "is {protocol:?}, but the gateway exports traces over OTLP/HTTP with protobuf only"
+                            ),
+                            fix: format!(
+                                "set {name}=http/protobuf and point the endpoint at the collector's OTLP/HTTP port (usually 4318), or set tracing.otlp_endpoint in the config file"
+                            ),
+                        });
+                    }
+                    if var(name).is_some() {
+                        // The traces-specific setting decides when present.
+                        break;
+                    }
+                }
+            }
+        }
+        if self.service_name == d_service_name()
+            && let Some(name) = var("OTEL_SERVICE_NAME")
+        {
+            self.service_name = name;
+        }
+        Ok(())
+    }
+}
+
 fn d_service_name() -> String {
     "eks-mcp-gateway".to_string()
 }
@@ -432,6 +500,12 @@ pub enum ConfigError {
         problem: String,
         fix: String,
     },
+    #[error("environment variable {var} {problem}. Fix: {fix}")]
+    Env {
+        var: String,
+        problem: String,
+        fix: String,
+    },
 }
 
 impl Config {
@@ -442,6 +516,8 @@ impl Config {
             source,
         })?;
         let mut cfg = Self::from_yaml_str(&text, path)?;
+        cfg.tracing
+            .apply_otel_env(|name| std::env::var(name).ok())?;
         // Relative policy directories are relative to the config file.
         if cfg.policy.dir.is_relative()
             && let Some(parent) = path.parent()
@@ -679,6 +755,90 @@ mod tests {
             "{m}"
         );
         parse("upstream:\n  url: http://127.0.0.1:9/mcp\n").unwrap();
+    }
+
+    #[test]
+    fn opentelemetry_environment_fills_what_the_file_leaves_unset() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let base = "upstream:\n  url: https://x.example/mcp\n";
+        let traced = |extra: &str| parse(&format!("{base}{extra}")).unwrap().tracing;
+
+        // A base endpoint gets the traces path; the service name comes along.
+        let mut t = traced("");
+        t.apply_otel_env(env(&[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://otel-collector.observability:4318/",
+            ),
+            ("OTEL_SERVICE_NAME", "payments-agent-gateway"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            t.otlp_endpoint.as_deref(),
+            Some("http://otel-collector.observability:4318/v1/traces")
+        );
+        assert_eq!(t.service_name, "payments-agent-gateway");
+
+        // The traces-specific URL is used as it is and wins over the base.
+        let mut t = traced("");
+        t.apply_otel_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://b.example/otlp/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            t.otlp_endpoint.as_deref(),
+            Some("https://b.example/otlp/traces")
+        );
+
+        // The file wins.
+        let mut t =
+            traced("tracing:\n  otlp_endpoint: http://127.0.0.1:4318\n  service_name: gw-a\n");
+        t.apply_otel_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_SERVICE_NAME", "other"),
+        ]))
+        .unwrap();
+        assert_eq!(t.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        assert_eq!(t.service_name, "gw-a");
+
+        // Disabled by the environment, even when the file configures it.
+        let mut t = traced("tracing:\n  otlp_endpoint: http://127.0.0.1:4318\n");
+        t.apply_otel_env(env(&[("OTEL_SDK_DISABLED", "TRUE")]))
+            .unwrap();
+        assert_eq!(t.otlp_endpoint, None);
+
+        // gRPC is refused with the fix, not exported nowhere.
+        let mut t = traced("");
+        let e = t
+            .apply_otel_env(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("environment variable OTEL_EXPORTER_OTLP_PROTOCOL is \"grpc\"")
+                && e.contains("Fix: set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"),
+            "{e}"
+        );
+
+        // Nothing set: tracing stays off.
+        let mut t = traced("");
+        t.apply_otel_env(env(&[])).unwrap();
+        assert_eq!(t.otlp_endpoint, None);
+        assert_eq!(t.service_name, "eks-mcp-gateway");
     }
 
     #[test]
