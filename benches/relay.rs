@@ -43,6 +43,40 @@ fn response_value() -> Value {
     ], "isError": false}})
 }
 
+/// The load bench's result, fetched from the embedded upstream: `list_k8s_resources` of the
+/// Deployments in `dev/payments` (~2.8 KB). Its JSON text block holds
+/// `last-applied-configuration` annotations (JSON inside JSON inside the message) with a
+/// database password, so every level is parsed, walked and written back.
+fn password_result() -> Vec<u8> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = eks_mcp_gateway::sim::start(Default::default(), listener)
+            .await
+            .unwrap();
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_k8s_resources","arguments":{"cluster_name":"dev","kind":"Deployment","api_version":"apps/v1","namespace":"payments"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+        let req = http::Request::post(sim.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "list_k8s_resources")
+            .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let resp = client.request(req).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        sim.stop().await;
+        bytes
+    })
+}
+
 fn stateless_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("mcp-protocol-version", "2026-07-28".parse().unwrap());
@@ -96,6 +130,20 @@ fn bench(c: &mut Criterion) {
                 }
             }
             black_box(out)
+        })
+    });
+    g.finish();
+
+    // What the gateway does to the load bench's response (`Relay::process_payload`).
+    let resp = password_result();
+    let mut g = c.benchmark_group("response_with_password");
+    g.throughput(Throughput::Bytes(resp.len() as u64));
+    g.bench_function("parse_redact_serialise", |b| {
+        b.iter(|| {
+            let mut v = eks_mcp_gateway::jsonrpc::parse_value(black_box(&resp)).unwrap();
+            let found = redactor.redact_message(&mut v, &profiles);
+            assert!(!found.is_empty());
+            black_box((serde_json::to_vec(&v).unwrap(), found))
         })
     });
     g.finish();
