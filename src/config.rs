@@ -304,6 +304,12 @@ pub struct JwtAuthConfig {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(default = "d_jwt_leeway", with = "duration_str")]
     pub leeway: Duration,
+    /// PEM file of CA certificates trusted, on top of the public web roots, for fetching
+    /// the issuer's discovery document and JWKS: an identity provider behind a private CA
+    /// (an internal Keycloak or Dex, or a cluster's own service-account issuer with the CA at
+    /// /var/run/secrets/kubernetes.io/serviceaccount/ca.crt).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn d_jwks_refresh() -> Duration {

@@ -320,7 +320,7 @@ impl JwtVerifier {
         }
         Ok(JwtVerifier {
             cfg: cfg.clone(),
-            client: https_client()?,
+            client: https_client(cfg.ca_file.as_deref())?,
             keys: ArcSwap::from_pointee(KeySet::default()),
             refresh: tokio::sync::Mutex::new(None),
             last_error: std::sync::Mutex::new(None),
@@ -418,7 +418,7 @@ impl JwtVerifier {
                 .client
                 .request(req)
                 .await
-                .map_err(|e| unavailable(e.to_string()))?;
+                .map_err(|e| unavailable(with_causes(&e)))?;
             if !resp.status().is_success() {
                 return Err(unavailable(format!("HTTP {}", resp.status())));
             }
@@ -615,18 +615,74 @@ fn check_fetch_url(field: &str, url: &str) -> Result<(), AuthError> {
     }
 }
 
-fn https_client() -> Result<HttpsClient, AuthError> {
+/// The client that fetches discovery documents and JWKS: rustls with the public web roots,
+/// plus the CA certificates of `ca_file` when the issuer uses a private CA.
+fn https_client(ca_file: Option<&Path>) -> Result<HttpsClient, AuthError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let added = extra_roots(path, &mut roots)?;
+        tracing::info!(ca_file = %path.display(), certificates = added, "trusting extra CA certificates for the JWT issuer");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AuthError::Config(format!("TLS setup for the JWT issuer failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// An error with its chain of causes (hyper's "client error (Connect)" alone does not say
+/// that the issuer's certificate was not trusted).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Add the certificates of the PEM file `path` to `roots`; how many were added.
+fn extra_roots(path: &Path, roots: &mut rustls::RootCertStore) -> Result<usize, AuthError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let problem = |what: String| {
+        AuthError::Config(format!(
+            "auth.ca_file {}: {what}. Fix: point it at a PEM file of CA certificates \
+             (-----BEGIN CERTIFICATE----- blocks)",
+            path.display()
+        ))
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| problem(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| problem(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(problem("holds no certificate".into()));
+    }
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(problem("holds no usable CA certificate".into()));
+    }
+    Ok(added)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -23,6 +23,15 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    serve_with(handler, None).await
+}
+
+/// [`serve`], over TLS with `tls` when given.
+async fn serve_with<F, Fut>(handler: F, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -31,18 +40,52 @@ where
                 return;
             };
             let handler = handler.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let handler = handler.clone();
                     async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    None => {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                            .await
+                    }
+                    Some(tls) => {
+                        // A client that does not trust the certificate ends the handshake.
+                        let Ok(stream) = tls.accept(tcp).await else {
+                            return;
+                        };
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await
+                    }
+                };
             });
         }
     });
     addr
+}
+
+/// A TLS acceptor with the test certificate for 127.0.0.1 and localhost, issued by the
+/// private test CA in tests/fixtures/tls (no public root trusts it).
+fn test_tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 fn now() -> i64 {
@@ -142,37 +185,45 @@ struct Issuer {
 
 impl Issuer {
     async fn start(keys: Vec<Value>) -> Issuer {
+        Self::start_with(keys, None).await
+    }
+
+    async fn start_with(keys: Vec<Value>, tls: Option<tokio_rustls::TlsAcceptor>) -> Issuer {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let jwks = Arc::new(Mutex::new(json!({ "keys": keys })));
         let fetches = Arc::new(AtomicUsize::new(0));
         let issuer_url = Arc::new(Mutex::new(String::new()));
         let (j, f, u) = (jwks.clone(), fetches.clone(), issuer_url.clone());
-        let addr = serve(move |req: Request<Incoming>| {
-            let (j, f, u) = (j.clone(), f.clone(), u.clone());
-            async move {
-                let body = match req.uri().path() {
-                    "/.well-known/openid-configuration" => {
-                        let iss = u.lock().unwrap().clone();
-                        json!({"issuer": iss, "jwks_uri": format!("{iss}/keys")})
-                    }
-                    "/keys" => {
-                        f.fetch_add(1, Ordering::SeqCst);
-                        j.lock().unwrap().clone()
-                    }
-                    _ => {
-                        return Response::builder()
-                            .status(404)
-                            .body(Full::default())
-                            .unwrap();
-                    }
-                };
-                Response::builder()
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body.to_string())))
-                    .unwrap()
-            }
-        })
+        let addr = serve_with(
+            move |req: Request<Incoming>| {
+                let (j, f, u) = (j.clone(), f.clone(), u.clone());
+                async move {
+                    let body = match req.uri().path() {
+                        "/.well-known/openid-configuration" => {
+                            let iss = u.lock().unwrap().clone();
+                            json!({"issuer": iss, "jwks_uri": format!("{iss}/keys")})
+                        }
+                        "/keys" => {
+                            f.fetch_add(1, Ordering::SeqCst);
+                            j.lock().unwrap().clone()
+                        }
+                        _ => {
+                            return Response::builder()
+                                .status(404)
+                                .body(Full::default())
+                                .unwrap();
+                        }
+                    };
+                    Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body.to_string())))
+                        .unwrap()
+                }
+            },
+            tls,
+        )
         .await;
-        let url = format!("http://{addr}");
+        let url = format!("{scheme}://{addr}");
         *issuer_url.lock().unwrap() = url.clone();
         Issuer {
             url,
@@ -259,6 +310,52 @@ async fn jwt_rs256_and_es256_tokens_name_the_caller_and_groups() {
         .unwrap();
     assert_eq!(doc["resource"], "https://gw.example/mcp");
     assert_eq!(doc["authorization_servers"], json!([issuer.url]));
+}
+
+#[tokio::test]
+async fn jwt_issuer_behind_a_private_ca_needs_ca_file() {
+    let key = RsaKey::new("k1");
+    let issuer = Issuer::start_with(vec![key.jwk()], Some(test_tls_acceptor())).await;
+    assert!(issuer.url.starts_with("https://127.0.0.1:"));
+    let token = key.token(&issuer.claims("alice"));
+
+    // The public web roots do not trust the private CA: the keys cannot be fetched, and the
+    // caller is refused rather than let through.
+    let auth = Authenticator::from_config(&AuthConfig::Jwt(issuer.config()))
+        .await
+        .unwrap();
+    let err = auth.authenticate(&bearer(&token)).await.unwrap_err();
+    assert!(
+        matches!(err, AuthError::JwksUnavailable(_)),
+        "untrusted issuer: {err:?}"
+    );
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert_eq!(issuer.jwks_fetches.load(Ordering::SeqCst), 0);
+
+    // With the CA in auth.ca_file the same token names the caller.
+    let mut cfg = issuer.config();
+    cfg.ca_file =
+        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem"));
+    let auth = Authenticator::from_config(&AuthConfig::Jwt(cfg.clone()))
+        .await
+        .unwrap();
+    let p = auth.authenticate(&bearer(&token)).await.unwrap();
+    assert_eq!(p.id, "alice");
+    assert_eq!(p.groups, vec!["dev", "payments-oncall"]);
+
+    // A ca_file that holds no certificate is a configuration error naming the key.
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    cfg.ca_file = Some(not_pem);
+    let Err(err) = Authenticator::from_config(&AuthConfig::Jwt(cfg)).await else {
+        panic!("a ca_file without certificates is refused");
+    };
+    let m = err.to_string();
+    assert!(
+        m.contains("auth.ca_file") && m.contains("holds no certificate") && m.contains("Fix"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
