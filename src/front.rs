@@ -93,7 +93,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn route(
+pub(crate) async fn route(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
     peer: SocketAddr,

@@ -24,4 +24,5 @@ pub mod redact;
 pub mod sign;
 pub mod sim;
 pub mod sse;
+pub mod stdio;
 pub mod telemetry;

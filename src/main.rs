@@ -1,4 +1,5 @@
-//! The `eks-mcp-gateway` command line: `serve`, `demo`, `check`, `policy test`, `policy eval`.
+//! The `eks-mcp-gateway` command line: `serve`, `stdio`, `demo`, `check`, `policy test`,
+//! `policy eval`.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -52,6 +53,14 @@ enum Command {
         #[arg(long)]
         sse: bool,
     },
+    /// Speak MCP on stdin/stdout (one JSON-RPC message per line), for assistants that launch
+    /// an MCP server as a local command: every message goes through the gateway's policy,
+    /// signing, redaction and audit as with `serve`. Logs go to stderr. With JWT or API-key
+    /// authentication the credential is read from EKS_MCP_GATEWAY_TOKEN.
+    Stdio {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a configuration file and the policies it names, then exit.
     Check {
         #[arg(long, short)]
@@ -89,6 +98,12 @@ fn main() -> ExitCode {
             let cfg = Config::load(&config)?;
             let _telemetry = eks_mcp_gateway::telemetry::init(&cfg.tracing);
             eks_mcp_gateway::front::run(cfg, eks_mcp_gateway::front::shutdown_signal()).await
+        }),
+        Command::Stdio { config } => run_async(async move {
+            let cfg = Config::load(&config)?;
+            let _telemetry = eks_mcp_gateway::telemetry::init(&cfg.tracing);
+            let gateway = eks_mcp_gateway::pipeline::Gateway::build(cfg).await?;
+            eks_mcp_gateway::stdio::run(gateway).await
         }),
         Command::Demo {
             listen,

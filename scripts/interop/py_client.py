@@ -9,6 +9,10 @@ Used by tests/it/interop.rs (run with .cache/venv-mcp/bin/python); also handy by
 `basic`: connect (mode `auto` lets the client probe `server/discover` and fall back to `initialize`;
 mode `legacy` forces the `initialize` handshake), list tools, call one tool.
 
+`stdio`: the same as `basic` over stdio: the client launches the command after `--` (e.g.
+`eks-mcp-gateway stdio --config gw.yaml`) and speaks MCP on its stdin/stdout; `--call` (repeatable)
+calls more tools.
+
 `everything`: the session-era features of @modelcontextprotocol/server-everything: progress
 notifications, elicitation (the client declares the capability and accepts), the server's
 `roots/list` request on the GET stream answered by the client, resources and prompts.
@@ -30,6 +34,7 @@ from typing import Any
 import httpx2
 import mcp_types as types
 from mcp import Client
+from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -131,6 +136,25 @@ async def run_basic(args: argparse.Namespace, out: dict[str, Any]) -> None:
             out["call"] = call_summary(await client.call_tool(args.tool, arguments))
 
 
+async def run_stdio(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    command = [c for c in args.server_command if c != "--"]
+    if not command:
+        raise ValueError("give the server command after --")
+    params = StdioServerParameters(command=command[0], args=command[1:])
+    async with Client(params, mode=args.mode, read_timeout_seconds=30) as client:
+        out["protocol_version"] = client.protocol_version
+        out["era"] = era_of(client.protocol_version)
+        info = client.server_info
+        out["server_name"] = info.name if info else None
+        tools = await client.list_tools()
+        out["tools"] = sorted(t.name for t in tools.tools)
+        out["calls"] = []
+        for call in args.call:
+            spec = json.loads(call)
+            result = await client.call_tool(spec["name"], spec.get("arguments", {}))
+            out["calls"].append({"name": spec["name"], **call_summary(result)})
+
+
 async def run_everything(args: argparse.Namespace, out: dict[str, Any]) -> None:
     log = HttpLog()
     out["http"] = log.exchanges
@@ -220,13 +244,19 @@ def main() -> int:
     basic.add_argument(
         "--elicit-answer", help="declare the elicitation capability and accept every request with this JSON object"
     )
+    stdio = sub.add_parser("stdio", help="launch a command, speak MCP over its stdio: list tools, call tools")
+    stdio.add_argument("--mode", default="auto", help="auto (probe server/discover, fall back) or legacy")
+    stdio.add_argument(
+        "--call", action="append", default=[], help='a tool call as JSON: {"name": ..., "arguments": {...}}'
+    )
+    stdio.add_argument("server_command", nargs=argparse.REMAINDER, help="-- command and its arguments")
     everything = sub.add_parser("everything", help="server-everything features (session era)")
     everything.add_argument("--url", required=True)
     parser.add_argument("--timeout", type=float, default=60.0, help="overall deadline in seconds")
     args = parser.parse_args()
 
     out: dict[str, Any] = {"command": args.command}
-    runner = run_basic if args.command == "basic" else run_everything
+    runner = {"basic": run_basic, "stdio": run_stdio, "everything": run_everything}[args.command]
     status = 0
     try:
         asyncio.run(asyncio.wait_for(runner(args, out), args.timeout))

@@ -11,4 +11,5 @@ mod policy;
 mod redaction;
 mod signing;
 mod sim;
+mod stdio;
 mod telemetry;

@@ -1,0 +1,319 @@
+//! The stdio front (`eks-mcp-gateway stdio`): MCP as newline-delimited JSON-RPC on
+//! stdin/stdout, through the same policy, redaction and audit as HTTP, in front of the embedded
+//! upstream. In-process (over pipes) for the details, and the real binary for the command.
+use std::process::Stdio;
+use std::time::Duration;
+
+use eks_mcp_gateway::config::PolicyMode;
+use eks_mcp_gateway::pipeline::Gateway;
+use eks_mcp_gateway::sim::{self, SimConfig, SimHandle};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::harness::{base_config, policy_dir, read_jsonl};
+
+use eks_mcp_gateway::sim::CRASHLOOP_POD;
+
+/// A client's side of the stdio front: write lines, read lines.
+struct Peer {
+    input: tokio::io::DuplexStream,
+    output: tokio::io::Lines<BufReader<tokio::io::DuplexStream>>,
+}
+
+impl Peer {
+    async fn send(&mut self, line: &str) {
+        self.input.write_all(line.as_bytes()).await.unwrap();
+        self.input.write_all(b"\n").await.unwrap();
+    }
+
+    async fn send_json(&mut self, v: Value) {
+        self.send(&v.to_string()).await;
+    }
+
+    async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(20), self.output.next_line())
+            .await
+            .expect("an answer within 20 s")
+            .unwrap()
+            .expect("stdout still open");
+        assert!(!line.contains('\n'));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// The answer to request `id`, keeping any other message that arrives first.
+    async fn answer(&mut self, id: i64, others: &mut Vec<Value>) -> Value {
+        loop {
+            let m = self.next().await;
+            if m.get("id") == Some(&json!(id)) && m.get("method").is_none() {
+                return m;
+            }
+            others.push(m);
+        }
+    }
+
+    async fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
+        self.send_json(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        self.answer(id, &mut Vec::new()).await
+    }
+}
+
+struct Setup {
+    sim: SimHandle,
+    audit: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = sim::start(SimConfig::default(), listener).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    Setup {
+        sim,
+        audit,
+        _dir: dir,
+    }
+}
+
+fn tool_text(answer: &Value) -> String {
+    answer["result"]["content"]
+        .as_array()
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn stdio_session_is_decided_redacted_and_audited_like_http() {
+    let s = setup().await;
+    let mut cfg = base_config(
+        &s.sim.url(),
+        "alice@example.com",
+        &["payments-dev".to_string()],
+        PolicyMode::Enforce,
+        &policy_dir(),
+        &s.audit,
+    );
+    cfg.limits.max_body_bytes = 64 * 1024;
+    let gateway = Gateway::build(cfg).await.unwrap();
+    let (client_in, server_in) = tokio::io::duplex(1 << 20);
+    let (server_out, client_out) = tokio::io::duplex(1 << 20);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(eks_mcp_gateway::stdio::serve(
+        gateway.clone(),
+        server_in,
+        server_out,
+        None,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let mut peer = Peer {
+        input: client_in,
+        output: BufReader::new(client_out).lines(),
+    };
+
+    // Session era: initialize opens an upstream session that later messages carry.
+    let init = peer
+        .request(
+            1,
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "stdio-test", "version": "1"}}),
+        )
+        .await;
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
+    assert_eq!(s.sim.session_count(), 1);
+    peer.send_json(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+
+    // tools/list is filtered for the caller: no AWS write tools without an AWS grant.
+    let list = peer.request(2, "tools/list", json!({})).await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"read_k8s_resource"), "{names:?}");
+    assert!(!names.contains(&"add_inline_policy"), "{names:?}");
+
+    // A denied call comes back as a tool error with the policy's reason and never reaches
+    // the upstream.
+    s.sim.clear_received();
+    let denied = peer
+        .request(
+            3,
+            "tools/call",
+            json!({"name": "read_k8s_resource", "arguments": {"cluster_name": "dev", "kind": "Secret", "api_version": "v1", "name": "db", "namespace": "payments"}}),
+        )
+        .await;
+    assert_eq!(denied["result"]["isError"], true, "{denied}");
+    assert!(
+        tool_text(&denied).contains("Secret contents never leave the cluster"),
+        "{denied}"
+    );
+    assert!(
+        s.sim.tool_calls().is_empty(),
+        "a denied call reached the upstream"
+    );
+
+    // An allowed call: the crash-looping pod's logs arrive with their secrets redacted.
+    let logs = peer
+        .request(
+            4,
+            "tools/call",
+            json!({"name": "get_pod_logs", "arguments": {"cluster_name": "dev", "namespace": "payments", "pod_name": CRASHLOOP_POD}}),
+        )
+        .await;
+    let text = tool_text(&logs);
+    assert!(text.contains("[REDACTED:"), "{logs}");
+    assert!(!text.contains(sim::planted::PASSWORD), "{text}");
+    let upstream_call = s.sim.received().into_iter().last().expect("forwarded");
+    assert!(
+        upstream_call.header("mcp-session-id").is_some(),
+        "the session id goes upstream"
+    );
+    assert_eq!(
+        upstream_call.header("mcp-protocol-version"),
+        Some("2025-06-18")
+    );
+
+    // Bad lines get a JSON-RPC error and the session goes on.
+    peer.send("{not json").await;
+    let err = peer.next().await;
+    assert_eq!(err["error"]["code"], -32700, "{err}");
+    peer.send(&format!(
+        r#"{{"jsonrpc":"2.0","id":5,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(70 * 1024)
+    ))
+    .await;
+    let err = peer.next().await;
+    assert_eq!(err["id"], Value::Null);
+    assert_eq!(err["error"]["code"], -32600, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_body_bytes"),
+        "{err}"
+    );
+    let ping = peer.request(6, "ping", json!({})).await;
+    assert_eq!(ping["result"], json!({}), "{ping}");
+
+    // A stateless-era message carries its own protocol version and no session.
+    let stateless = peer
+        .request(
+            7,
+            "tools/call",
+            json!({"name": "list_k8s_resources",
+                   "arguments": {"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"},
+                   "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}),
+        )
+        .await;
+    assert!(
+        tool_text(&stateless).contains("Pod resources in payments"),
+        "{stateless}"
+    );
+    let forwarded = s.sim.received().into_iter().last().expect("forwarded");
+    assert_eq!(forwarded.header("mcp-method"), Some("tools/call"));
+    assert_eq!(forwarded.header("mcp-name"), Some("list_k8s_resources"));
+    assert_eq!(forwarded.header("mcp-session-id"), None);
+
+    // stdin closes: the session is ended upstream and the audit trail names the caller.
+    drop(peer);
+    let _ = stop_tx;
+    tokio::time::timeout(Duration::from_secs(20), serving)
+        .await
+        .expect("serve returns when stdin closes")
+        .unwrap()
+        .unwrap();
+    assert!(
+        s.sim.received().iter().any(|r| r.http_method == "DELETE"),
+        "the session was ended with DELETE"
+    );
+    eks_mcp_gateway::front::flush_audit(&gateway).await;
+    let records = read_jsonl(&s.audit);
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r.to_string().contains("get_pod_logs"))
+        .collect();
+    assert!(!calls.is_empty(), "audit records: {records:?}");
+    assert!(calls[0].to_string().contains("alice@example.com"));
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.to_string().contains(sim::planted::PASSWORD)),
+        "no secret in the audit trail"
+    );
+}
+
+#[tokio::test]
+async fn stdio_command_speaks_only_mcp_on_stdout() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream:\n  url: {}\npolicy:\n  dir: {}\nauth:\n  mode: static\n  principal: alice@example.com\n  groups: [payments-dev]\naudit:\n  sink: {}\n",
+            s.sim.url(),
+            policy_dir().display(),
+            s.audit.display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_eks-mcp-gateway"))
+        .arg("stdio")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "apply_yaml", "arguments": {"cluster_name": "prod", "namespace": "payments", "yaml_content": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: payments\n"}}}),
+    ];
+    for l in &lines {
+        stdin.write_all(format!("{l}\n").as_bytes()).await.unwrap();
+    }
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the command exits when stdin closes")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let messages: Vec<Value> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("stdout line is not JSON-RPC ({e}): {l}"))
+        })
+        .collect();
+    assert_eq!(messages.len(), 2, "{stdout}");
+    let write = messages.iter().find(|m| m["id"] == 2).expect("answer to 2");
+    assert_eq!(write["result"]["isError"], true, "{write}");
+    assert!(tool_text(write).contains("read-only"), "{write}");
+    // Debug logs went to stderr.
+    assert!(!out.stderr.is_empty());
+    assert!(
+        s.sim.tool_calls().is_empty(),
+        "the denied write reached the upstream"
+    );
+}
