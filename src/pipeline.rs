@@ -290,7 +290,7 @@ impl Gateway {
                 Some(jsonrpc::POLICY_DENIED),
                 &denial_text(&decision),
             );
-            let resp = deny_response(&msg, &decision);
+            let resp = deny_response(&msg, &decision, era);
             log.emit(&self).await;
             return resp;
         }
@@ -1166,16 +1166,20 @@ fn client_info(msg: &Message) -> ClientInfo {
 }
 
 /// What a denied request gets: a tool error the model can read for tools/call, a JSON-RPC
-/// error with an application code otherwise.
-fn deny_response(msg: &Message, decision: &Decision) -> Response<GatewayBody> {
+/// error with an application code otherwise. In the stateless era a result names its
+/// `resultType` (clients of 2026-07-28 refuse a `CallToolResult` without it).
+fn deny_response(msg: &Message, decision: &Decision, era: Era) -> Response<GatewayBody> {
     let text = denial_text(decision);
     match (&msg.kind, msg.method()) {
         (Kind::Request { id, .. }, Some("tools/call")) => {
-            let result = serde_json::json!({
+            let mut result = serde_json::json!({
                 "content": [{"type": "text", "text": text}],
                 "isError": true,
                 "_meta": {"io.github.eks-mcp-gateway/denial": denial_data(decision)},
             });
+            if era == Era::Stateless {
+                result["resultType"] = serde_json::json!("complete");
+            }
             json_response(StatusCode::OK, &jsonrpc::result_response(id, result))
         }
         (Kind::Request { id, .. }, _) => json_response(

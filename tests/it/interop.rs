@@ -1078,3 +1078,81 @@ async fn interop_awslabs_eks_mcp_server_tools_match_embedded_upstream() {
         }
     }
 }
+
+/// The Python `mcp` 2.3.0 client launching `eks-mcp-gateway stdio` as its MCP server, the way
+/// assistants run local servers: in both eras (its `server/discover` probe, and `initialize`
+/// when forced), the caller's tools are filtered, pod logs arrive redacted and a Secret read is
+/// refused with the policy's reason, in a result the client accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_python_client_over_the_stdio_command() {
+    use eks_mcp_gateway::sim;
+    let tools = Tools::locate();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = sim::start(sim::SimConfig::default(), listener)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream:\n  url: {}\npolicy:\n  dir: {}\nauth:\n  mode: static\n  principal: alice@example.com\n  groups: [payments-dev]\naudit:\n  sink: {}\n",
+            upstream.url(),
+            crate::harness::policy_dir().display(),
+            dir.path().join("audit.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let script = tools.script("py_client.py");
+    let logs = json!({"name": "get_pod_logs", "arguments": {"cluster_name": "dev", "namespace": "payments", "pod_name": sim::CRASHLOOP_POD}}).to_string();
+    let secret = json!({"name": "read_k8s_resource", "arguments": {"cluster_name": "dev", "kind": "Secret", "api_version": "v1", "name": "payments-db", "namespace": "payments"}}).to_string();
+    for (mode, era) in [("auto", "stateless"), ("legacy", "session")] {
+        let doc = py_driver(
+            &tools,
+            &format!("py_client.py stdio --mode {mode}"),
+            &[
+                script.to_str().unwrap(),
+                "stdio",
+                "--mode",
+                mode,
+                "--call",
+                &logs,
+                "--call",
+                &secret,
+                "--",
+                env!("CARGO_BIN_EXE_eks-mcp-gateway"),
+                "stdio",
+                "--config",
+                config.to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert_eq!(doc["era"], era, "{mode}: {doc}");
+        if era == "session" {
+            assert_eq!(doc["server_name"], "eks-mcp-server", "{doc}");
+        }
+        let names = doc["tools"].as_array().unwrap();
+        assert!(names.contains(&json!("get_pod_logs")), "{doc}");
+        assert!(!names.contains(&json!("add_inline_policy")), "{doc}");
+        let calls = doc["calls"].as_array().unwrap();
+        let logs = calls[0].to_string();
+        assert_eq!(calls[0]["is_error"], false, "{logs}");
+        assert!(logs.contains("[REDACTED:"), "{logs}");
+        assert!(!logs.contains(sim::planted::PASSWORD), "{logs}");
+        assert_eq!(calls[1]["is_error"], true, "{}", calls[1]);
+        assert!(
+            calls[1]
+                .to_string()
+                .contains("Secret contents never leave the cluster"),
+            "{}",
+            calls[1]
+        );
+    }
+    assert!(
+        !upstream
+            .tool_calls()
+            .iter()
+            .any(|(name, _)| name == "read_k8s_resource"),
+        "a denied call reached the upstream"
+    );
+}

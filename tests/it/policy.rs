@@ -1009,6 +1009,32 @@ mod e2e {
         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n---\n\
         apiVersion: v1\nkind: Secret\nmetadata: {name: c}\nstringData: {password: hunter2}\n";
 
+    /// A denial is a complete `CallToolResult` in either era: in 2026-07-28 it names its
+    /// `resultType`, which that era's clients require (the Python `mcp` 2.3.0 client rejects
+    /// the result without it).
+    #[tokio::test]
+    async fn denied_tool_results_carry_the_eras_result_type() {
+        let h = as_principal("alice", &["payments-dev"]).await;
+        let secret = json!({"name": "read_k8s_resource", "arguments": {"cluster_name": "dev",
+            "kind": "Secret", "api_version": "v1", "name": "payments-db-credentials",
+            "namespace": "payments"}});
+        let c = h.client();
+        let stateless = c.stateless("tools/call", secret.clone()).await;
+        assert_eq!(
+            stateless.result()["isError"],
+            true,
+            "{:?}",
+            stateless.messages
+        );
+        assert_eq!(stateless.result()["resultType"], "complete");
+        let mut c = h.client();
+        c.initialize().await;
+        let session = c.request("tools/call", secret).await;
+        assert_eq!(session.result()["isError"], true);
+        assert!(session.result().get("resultType").is_none());
+        h.stop().await;
+    }
+
     #[tokio::test]
     async fn denied_calls_are_tool_errors_and_never_reach_the_upstream() {
         let h = as_principal("alice", &["payments-dev"]).await;
