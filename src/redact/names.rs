@@ -10,6 +10,8 @@
 //! `PASSWORD_MIN_LENGTH`, `KEY_ID_LENGTH`, `secretName`, `secretKeyRef`, `TOKEN_URL`), or the
 //! name is a known non-secret (`nextToken` pagination, `progressToken`, shell `PWD`).
 //! AWS names map to their own detectors so the replacement says what was removed.
+use std::sync::OnceLock;
+
 use super::detectors::{
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, CREDENTIAL_ASSIGNMENT, Det,
     KUBECONFIG_CREDENTIAL,
@@ -363,9 +365,44 @@ impl Words {
     }
 }
 
-fn listed(list: &[&str], word: &[u8]) -> bool {
-    list.iter().any(|w| w.as_bytes() == word)
+/// A word list indexed by word length, made on first use: `classify` runs for most keys of
+/// every relayed result, and a linear scan of the ~150 `NON_SECRET_LAST` words was most of
+/// its cost. Only words of the same length are compared, first byte first.
+struct WordList {
+    words: &'static [&'static str],
+    by_len: OnceLock<Vec<Vec<&'static [u8]>>>,
 }
+
+impl WordList {
+    const fn new(words: &'static [&'static str]) -> WordList {
+        WordList {
+            words,
+            by_len: OnceLock::new(),
+        }
+    }
+
+    fn contains(&self, word: &[u8]) -> bool {
+        let by_len = self.by_len.get_or_init(|| {
+            let longest = self.words.iter().map(|w| w.len()).max().unwrap_or(0);
+            let mut v = vec![Vec::new(); longest + 1];
+            for w in self.words {
+                v[w.len()].push(w.as_bytes());
+            }
+            v
+        });
+        let Some(same_len) = by_len.get(word.len()) else {
+            return false;
+        };
+        match word.first() {
+            None => !same_len.is_empty(),
+            Some(first) => same_len.iter().any(|w| w[0] == *first && *w == word),
+        }
+    }
+}
+
+static NON_SECRET_LAST_WORDS: WordList = WordList::new(NON_SECRET_LAST);
+static NON_SECRET_KEY_QUALIFIER_WORDS: WordList = WordList::new(NON_SECRET_KEY_QUALIFIERS);
+static NON_SECRET_NAME_WORDS: WordList = WordList::new(NON_SECRET_NAMES);
 
 /// The detector responsible for a value stored under `name`, or `None` when the name does not
 /// name a credential. (Runs for most keys of every result the gateway relays, so it works on
@@ -383,7 +420,7 @@ pub(crate) fn classify(name: &str) -> Option<Det> {
     }
     let last = words.word(words.n - 1);
     let joined = words.joined();
-    if listed(NON_SECRET_NAMES, joined) {
+    if NON_SECRET_NAME_WORDS.contains(joined) {
         return None;
     }
     if joined.ends_with(b"secretaccesskey") || joined == b"awssecretkey" {
@@ -398,7 +435,7 @@ pub(crate) fn classify(name: &str) -> Option<Det> {
     if joined == b"clientkeydata" || joined == b"clientcertificatedata" {
         return Some(KUBECONFIG_CREDENTIAL);
     }
-    if listed(NON_SECRET_LAST, last) || (0..words.n).any(|i| words.word(i) == b"public") {
+    if NON_SECRET_LAST_WORDS.contains(last) || (0..words.n).any(|i| words.word(i) == b"public") {
         return None;
     }
     for i in 0..words.n {
@@ -407,7 +444,7 @@ pub(crate) fn classify(name: &str) -> Option<Det> {
             return Some(CREDENTIAL_ASSIGNMENT);
         }
         if w == b"key" {
-            if i > 0 && !listed(NON_SECRET_KEY_QUALIFIERS, words.word(i - 1)) {
+            if i > 0 && !NON_SECRET_KEY_QUALIFIER_WORDS.contains(words.word(i - 1)) {
                 return Some(CREDENTIAL_ASSIGNMENT);
             }
             continue;
@@ -435,6 +472,33 @@ mod tests {
         assert_eq!(split_words("HTTPToken"), ["http", "token"]);
         assert_eq!(split_words("ec2SshKey"), ["ec2", "ssh", "key"]);
         assert_eq!(split_words("--password"), ["password"]);
+    }
+
+    #[test]
+    fn word_lists_find_exactly_their_words() {
+        for (set, list) in [
+            (&NON_SECRET_LAST_WORDS, NON_SECRET_LAST),
+            (&NON_SECRET_KEY_QUALIFIER_WORDS, NON_SECRET_KEY_QUALIFIERS),
+            (&NON_SECRET_NAME_WORDS, NON_SECRET_NAMES),
+        ] {
+            for w in list {
+                assert!(set.contains(w.as_bytes()), "{w}");
+                let longer = format!("{w}x");
+                assert_eq!(
+                    set.contains(longer.as_bytes()),
+                    list.contains(&longer.as_str()),
+                    "{longer}"
+                );
+                assert_eq!(
+                    set.contains(&w.as_bytes()[1..]),
+                    list.contains(&&w[1..]),
+                    "{w}"
+                );
+            }
+            for w in ["", "password", "token", "zzz", "a"] {
+                assert_eq!(set.contains(w.as_bytes()), list.contains(&w), "{w}");
+            }
+        }
     }
 
     #[test]
