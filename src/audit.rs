@@ -236,6 +236,195 @@ impl AuditRecord {
     }
 }
 
+/// The record of a finished request serialised straight from what the pipeline holds:
+/// the same JSON as `AuditRecord::from_outcome` followed by `serde_json` (same fields, same
+/// order, same values), without first copying the principal, the arguments, the decision and
+/// the redactions into an owned [`AuditRecord`]. This is what the request path writes.
+#[derive(Serialize)]
+struct OutcomeRecord<'a> {
+    decision_id: &'a str,
+    timestamp: &'a str,
+    principal: OutcomePrincipal<'a>,
+    client: OutcomeClient<'a>,
+    method: &'a str,
+    tool: Option<&'a str>,
+    era: &'static str,
+    session: Option<String>,
+    facts: OutcomeFacts<'a>,
+    arguments: Option<&'a serde_json::Value>,
+    decision: OutcomeDecision<'a>,
+    redactions: OutcomeRedactions<'a>,
+    upstream: Option<AuditUpstream>,
+    policy_revision: &'a str,
+    duration_ms: f64,
+}
+
+#[derive(Serialize)]
+struct OutcomePrincipal<'a> {
+    id: &'a str,
+    groups: &'a [String],
+    auth: AuthKind,
+}
+
+#[derive(Serialize)]
+struct OutcomeClient<'a> {
+    name: Option<&'a str>,
+    version: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct OutcomeFacts<'a> {
+    cluster: Option<&'a str>,
+    namespaces: &'a [String],
+    all_namespaces: bool,
+    kinds: Vec<&'a str>,
+    operation: Option<&'a str>,
+    access: Option<crate::classify::Access>,
+}
+
+#[derive(Serialize)]
+struct OutcomeDecision<'a> {
+    allow: bool,
+    mode: PolicyMode,
+    enforced: bool,
+    reasons: &'a [String],
+    rules: &'a [String],
+    redact: &'a [String],
+}
+
+/// The argument redactions (paths put under `$.params.arguments`) then the response's.
+struct OutcomeRedactions<'a> {
+    arguments: &'a [Redaction],
+    response: &'a [Redaction],
+}
+
+impl Serialize for OutcomeRedactions<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        #[derive(Serialize)]
+        struct Item<'b> {
+            detector: &'b str,
+            path: &'b str,
+        }
+        let mut seq = s.serialize_seq(Some(self.arguments.len() + self.response.len()))?;
+        for r in self.arguments {
+            if r.path.starts_with('$') {
+                seq.serialize_element(&Item {
+                    detector: r.detector,
+                    path: &r.path,
+                })?;
+            } else {
+                let path = format!("$.params.arguments{}", path_suffix(&r.path));
+                seq.serialize_element(&Item {
+                    detector: r.detector,
+                    path: &path,
+                })?;
+            }
+        }
+        for r in self.response {
+            seq.serialize_element(&Item {
+                detector: r.detector,
+                path: &r.path,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+impl<'a> OutcomeRecord<'a> {
+    fn new(
+        o: &'a RequestOutcome<'a>,
+        policy_revision: &'a str,
+        decision_id: &'a str,
+        timestamp: &'a str,
+        duration_ms: f64,
+    ) -> Self {
+        let input = o.input;
+        let p = &input.principal;
+        let mut kinds: Vec<&str> = input
+            .target
+            .resources
+            .iter()
+            .filter_map(|r| r.kind.as_deref())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let tool = input.tool.as_ref();
+        let upstream = if o.upstream_status.is_some() || o.upstream_latency.is_some() {
+            Some(AuditUpstream {
+                status: o.upstream_status,
+                latency_ms: o.upstream_latency.map(millis),
+                error: o.error.map(str::to_owned),
+            })
+        } else if o.decision.allow && o.error.is_some() {
+            Some(AuditUpstream {
+                status: None,
+                latency_ms: None,
+                error: o.error.map(str::to_owned),
+            })
+        } else {
+            None
+        };
+        OutcomeRecord {
+            decision_id,
+            timestamp,
+            principal: OutcomePrincipal {
+                id: &p.id,
+                groups: &p.groups,
+                auth: p.auth,
+            },
+            client: OutcomeClient {
+                name: input.client.name.as_deref(),
+                version: input.client.version.as_deref(),
+            },
+            method: &input.mcp.method,
+            tool: tool.map(|t| t.name.as_str()),
+            era: match input.mcp.era {
+                Era::Session => "session",
+                Era::Stateless => "stateless",
+            },
+            session: o.session_id.map(session_hash),
+            facts: OutcomeFacts {
+                cluster: input.target.cluster.as_deref(),
+                namespaces: &input.target.namespaces,
+                all_namespaces: input.target.all_namespaces,
+                kinds,
+                operation: tool.and_then(|t| t.operation.as_deref()),
+                access: tool.map(|t| t.access),
+            },
+            arguments: o.arguments.map(|(args, _)| args),
+            decision: OutcomeDecision {
+                allow: o.decision.allow,
+                mode: o.mode,
+                enforced: o.decision.allow || o.mode == PolicyMode::Enforce,
+                reasons: &o.decision.reasons,
+                rules: &o.decision.rules,
+                redact: &o.decision.redact,
+            },
+            redactions: OutcomeRedactions {
+                arguments: o.arguments.map_or(&[], |(_, r)| r.as_slice()),
+                response: o.redactions,
+            },
+            upstream,
+            policy_revision,
+            duration_ms,
+        }
+    }
+}
+
+/// One JSON line (newline included) for a finished request, with a fresh decision id and
+/// the current time.
+fn outcome_line(o: &RequestOutcome<'_>, policy_revision: &str) -> serde_json::Result<Vec<u8>> {
+    let decision_id = new_decision_id();
+    let timestamp = rfc3339_now();
+    let duration_ms = millis(o.started.elapsed());
+    let rec = OutcomeRecord::new(o, policy_revision, &decision_id, &timestamp, duration_ms);
+    let mut line = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut line, &rec)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 /// What the pipeline knows about a finished request, borrowed for [`AuditRecord::from_outcome`].
 pub struct RequestOutcome<'a> {
     pub input: &'a PolicyInput,
@@ -465,14 +654,36 @@ impl AuditSink {
     /// `fail_closed` it returns an error at once when the queue is full or the sink is
     /// failing, and the caller must then refuse the request.
     pub async fn record(&self, rec: AuditRecord) -> Result<(), AuditError> {
+        if self.tx.is_none() {
+            return self.enqueue(Vec::new()).await;
+        }
+        let mut line = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut line, &rec)?;
+        line.push(b'\n');
+        self.enqueue(line).await
+    }
+
+    /// Queue the record of a finished request, serialised straight from `outcome` (the same
+    /// line [`AuditSink::record`] writes for `AuditRecord::from_outcome`, without the copy).
+    /// Waits or fails exactly as [`AuditSink::record`] does.
+    pub async fn record_outcome(
+        &self,
+        outcome: &RequestOutcome<'_>,
+        policy_revision: &str,
+    ) -> Result<(), AuditError> {
+        if self.tx.is_none() {
+            return self.enqueue(Vec::new()).await;
+        }
+        let line = outcome_line(outcome, policy_revision)?;
+        self.enqueue(line).await
+    }
+
+    async fn enqueue(&self, line: Vec<u8>) -> Result<(), AuditError> {
         let m = metrics::global();
         let Some(tx) = &self.tx else {
             m.audit_records_total.with_label_values(&["disabled"]).inc();
             return Ok(());
         };
-        let mut line = Vec::with_capacity(1024);
-        serde_json::to_writer(&mut line, &rec)?;
-        line.push(b'\n');
         let result = match self.shared.on_failure {
             AuditFailure::Block => tx
                 .send(Msg::Line(line))
@@ -757,6 +968,169 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
+    }
+
+    /// The line the request path writes (`record_outcome`) is byte for byte the line of
+    /// `AuditRecord::from_outcome`, for a full outcome and for a bare one.
+    #[test]
+    fn outcome_line_is_the_from_outcome_record() {
+        use crate::classify::{Access, ResourceRef, TargetFacts, ToolFacts};
+        use crate::identity::Principal;
+        use crate::policy::{ClientInfo, GatewayFacts, McpFacts};
+        let resource = |kind: Option<&str>| ResourceRef {
+            api_version: Some("v1".into()),
+            kind: kind.map(str::to_owned),
+            namespace: Some("payments".into()),
+            name: None,
+            kind_given: None,
+            cluster_scoped: false,
+            source: "arguments".into(),
+            object: None,
+        };
+        let full = PolicyInput {
+            principal: Principal {
+                id: "alice@example.com".into(),
+                groups: vec!["platform-admins".into(), "team \"x\"".into()],
+                auth: AuthKind::Jwt,
+                claims: Default::default(),
+            },
+            client: ClientInfo {
+                name: Some("claude-code".into()),
+                version: Some("2.1.0".into()),
+            },
+            mcp: McpFacts {
+                method: "tools/call".into(),
+                protocol_version: Some("2026-07-28".into()),
+                era: Era::Stateless,
+            },
+            tool: Some(ToolFacts {
+                name: "apply_yaml".into(),
+                arguments: serde_json::json!({"cluster_name": "dev"}),
+                known: true,
+                access: Access::Write,
+                operation: Some("create".into()),
+                privileged: true,
+                targets_cluster: true,
+            }),
+            target: TargetFacts {
+                cluster: Some("dev".into()),
+                resources: vec![
+                    resource(Some("Secret")),
+                    resource(None),
+                    resource(Some("ConfigMap")),
+                    resource(Some("Secret")),
+                ],
+                namespaces: vec!["payments".into()],
+                all_namespaces: false,
+                ..Default::default()
+            },
+            gateway: GatewayFacts {
+                mode: PolicyMode::Enforce,
+                upstream: "http://127.0.0.1:1/mcp".into(),
+            },
+        };
+        let bare = PolicyInput {
+            tool: None,
+            target: TargetFacts::default(),
+            client: ClientInfo::default(),
+            mcp: McpFacts {
+                method: "stream/get".into(),
+                protocol_version: None,
+                era: Era::Session,
+            },
+            ..full.clone()
+        };
+        let decision = Decision {
+            allow: false,
+            reasons: vec!["no \u{1F600} writes".into()],
+            redact: vec!["baseline".into()],
+            rules: vec!["writes.denied".into()],
+            role: None,
+        };
+        let args = (
+            serde_json::json!({"yaml_content": "password: [REDACTED:credential_assignment]"}),
+            vec![
+                Redaction {
+                    detector: "credential_assignment",
+                    path: "$.params.arguments.yaml_content".into(),
+                },
+                Redaction {
+                    detector: "bearer_token",
+                    path: ".token".into(),
+                },
+                Redaction {
+                    detector: "bearer_token",
+                    path: "x".into(),
+                },
+            ],
+        );
+        let response = vec![Redaction {
+            detector: "sensitive_env_value",
+            path: "$.result.content[1].text$.items[0].env[2].value".into(),
+        }];
+        let started = Instant::now();
+        let outcomes = [
+            RequestOutcome {
+                input: &full,
+                decision: &decision,
+                mode: PolicyMode::Enforce,
+                started,
+                arguments: Some(&args),
+                redactions: &response,
+                upstream_status: Some(200),
+                upstream_latency: Some(Duration::from_micros(1234)),
+                error: None,
+                session_id: Some("sess-1"),
+            },
+            RequestOutcome {
+                input: &bare,
+                decision: &Decision {
+                    allow: true,
+                    ..decision.clone()
+                },
+                mode: PolicyMode::DryRun,
+                started,
+                arguments: None,
+                redactions: &[],
+                upstream_status: None,
+                upstream_latency: None,
+                error: Some("client_disconnected"),
+                session_id: None,
+            },
+            RequestOutcome {
+                input: &bare,
+                decision: &decision,
+                mode: PolicyMode::DryRun,
+                started,
+                arguments: None,
+                redactions: &[],
+                upstream_status: None,
+                upstream_latency: None,
+                error: None,
+                session_id: None,
+            },
+        ];
+        for o in &outcomes {
+            let rec = AuditRecord::from_outcome(o, "rev-1");
+            let want = serde_json::to_vec(&rec).unwrap();
+            let borrowed = OutcomeRecord::new(
+                o,
+                "rev-1",
+                &rec.decision_id,
+                &rec.timestamp,
+                rec.duration_ms,
+            );
+            let got = serde_json::to_vec(&borrowed).unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+            let line = outcome_line(o, "rev-1").unwrap();
+            assert!(line.ends_with(b"\n"));
+            let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(parsed["policy_revision"], "rev-1");
+            assert_eq!(parsed["decision_id"].as_str().unwrap().len(), 36);
+        }
     }
 
     #[test]
