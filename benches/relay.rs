@@ -112,6 +112,21 @@ fn bench(c: &mut Criterion) {
             black_box((serde_json::to_vec(&v).unwrap(), found))
         })
     });
+    // What `Relay::process_payload` does with it: nothing redacted and the bytes a faithful
+    // spelling of what was inspected, so the upstream's bytes go out as they came.
+    let resp_bytes = bytes::Bytes::from(resp.clone());
+    g.bench_function("gateway_relay_clean", |b| {
+        b.iter(|| {
+            let (mut v, faithful) =
+                eks_mcp_gateway::jsonrpc::parse_value_faithful(black_box(&resp_bytes)).unwrap();
+            let found = redactor.redact_message(&mut v, &profiles);
+            if faithful && found.is_empty() {
+                black_box(resp_bytes.clone())
+            } else {
+                black_box(bytes::Bytes::from(serde_json::to_vec(&v).unwrap()))
+            }
+        })
+    });
     let framed = format!(
         "event: message\nid: 7\ndata: {}\n\n",
         String::from_utf8_lossy(&resp)

@@ -300,20 +300,42 @@ impl<'de> Visitor<'de> for StrictVisitor {
 /// at its final size. Used for upstream responses and for JSON documents inside strings,
 /// where parsing was a large part of the relay's cost.
 pub fn parse_value(bytes: &[u8]) -> serde_json::Result<Value> {
-    let mut scratch = Scratch::default();
+    parse_value_faithful(bytes).map(|(v, _)| v)
+}
+
+/// [`parse_value`], also saying whether the bytes are a faithful spelling of the value:
+/// no object repeats a key (a repeated key collapses to its last value, so the bytes would
+/// hold a member the value does not) and every number is an integer that fits `i64`/`u64`
+/// (a float, or an integer too large for 64 bits, is parsed as an `f64` and might not read
+/// back as the same number). When it is `true`, any JSON parser reads the bytes as exactly
+/// this value, so a relay that inspected the value and changed nothing may send the bytes
+/// as they came instead of writing the value out again.
+pub fn parse_value_faithful(bytes: &[u8]) -> serde_json::Result<(Value, bool)> {
+    let mut scratch = Scratch {
+        faithful: true,
+        ..Scratch::default()
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let v = ValueSeed(&mut scratch).deserialize(&mut de)?;
     de.end()?;
-    Ok(v)
+    Ok((v, scratch.faithful))
 }
 
 /// [`parse_value`] for a `str` (no second UTF-8 check).
 pub fn parse_value_str(s: &str) -> serde_json::Result<Value> {
-    let mut scratch = Scratch::default();
+    parse_value_str_faithful(s).map(|(v, _)| v)
+}
+
+/// [`parse_value_faithful`] for a `str`.
+pub fn parse_value_str_faithful(s: &str) -> serde_json::Result<(Value, bool)> {
+    let mut scratch = Scratch {
+        faithful: true,
+        ..Scratch::default()
+    };
     let mut de = serde_json::Deserializer::from_str(s);
     let v = ValueSeed(&mut scratch).deserialize(&mut de)?;
     de.end()?;
-    Ok(v)
+    Ok((v, scratch.faithful))
 }
 
 /// Members of the objects and items of the arrays being parsed, innermost last.
@@ -321,6 +343,8 @@ pub fn parse_value_str(s: &str) -> serde_json::Result<Value> {
 struct Scratch {
     entries: Vec<(String, Value)>,
     items: Vec<Value>,
+    /// Cleared at the first repeated key or non-integer number (see `parse_value_faithful`).
+    faithful: bool,
 }
 
 struct ValueSeed<'a>(&'a mut Scratch);
@@ -349,6 +373,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         Ok(Value::from(v))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        self.0.faithful = false;
         // As serde_json: a float that is not finite becomes null.
         Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
@@ -382,7 +407,12 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         }
         // Collecting inserts in order: a repeated key keeps its first position and takes the
         // later value, exactly as serde_json's own map does.
-        Ok(Value::Object(self.0.entries.drain(start..).collect()))
+        let members = self.0.entries.len() - start;
+        let map: Map<String, Value> = self.0.entries.drain(start..).collect();
+        if map.len() != members {
+            self.0.faithful = false;
+        }
+        Ok(Value::Object(map))
     }
 }
 
@@ -512,6 +542,37 @@ mod tests {
             parse_value(deep.as_bytes()).is_err(),
             "the recursion limit still applies"
         );
+    }
+
+    #[test]
+    fn faithful_means_the_bytes_read_back_as_the_value() {
+        for (doc, faithful) in [
+            (
+                r#"{"a":1,"b":[true,null,-3,18446744073709551615,-9223372036854775808],"c":{"d":"e\u00e9\n\ud83d\ude00"}}"#,
+                true,
+            ),
+            (r#" {"k": [ {"x": "y"} ] } "#, true),
+            (r#"{"a":1,"a":2}"#, false),
+            (r#"{"m":{"k":[{"x":1,"y":2,"x":3}]}}"#, false),
+            (r#"{"a":1.5}"#, false),
+            (r#"{"a":1e2}"#, false),
+            (r#"[123456789012345678901234]"#, false),
+            (r#"{"a":-0.0}"#, false),
+        ] {
+            let (v, f) = parse_value_faithful(doc.as_bytes()).unwrap();
+            assert_eq!(f, faithful, "{doc}");
+            assert_eq!(v, parse_value(doc.as_bytes()).unwrap(), "{doc}");
+            assert_eq!(
+                parse_value_str_faithful(doc).unwrap(),
+                (v.clone(), f),
+                "{doc}"
+            );
+            if f {
+                let reread: Value = serde_json::from_str(doc).unwrap();
+                assert_eq!(v, reread, "{doc}");
+                assert_eq!(v.to_string(), reread.to_string(), "{doc}");
+            }
+        }
     }
 
     #[test]

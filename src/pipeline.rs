@@ -785,9 +785,8 @@ impl RequestLog {
             error: self.error.as_deref(),
             session_id: self.session_id.as_deref(),
         };
-        let record =
-            crate::audit::AuditRecord::from_outcome(&outcome, gw.policy.current().revision());
-        if let Err(e) = gw.audit.record(record).await {
+        let policy = gw.policy.current();
+        if let Err(e) = gw.audit.record_outcome(&outcome, policy.revision()).await {
             tracing::error!(error = %e, "audit record could not be written");
         }
     }
@@ -889,10 +888,19 @@ impl Relay {
     }
 
     /// Redact and filter one upstream JSON payload (a single message).
-    fn process_payload(&self, bytes: &[u8]) -> Result<Bytes, UpstreamError> {
-        let mut value = jsonrpc::parse_value(bytes)
+    ///
+    /// When nothing was redacted or filtered and the bytes are a faithful spelling of the
+    /// value the gateway inspected (no repeated keys, integers only: see
+    /// `jsonrpc::parse_value_faithful`), the client gets the upstream's bytes as they came:
+    /// every JSON parser reads them as the value that was inspected. Otherwise the value is
+    /// written out again, so a repeated key reaches the client once, as the gateway read it.
+    fn process_payload(&self, bytes: &Bytes) -> Result<Bytes, UpstreamError> {
+        let (mut value, faithful) = jsonrpc::parse_value_faithful(bytes)
             .map_err(|e| UpstreamError::BadResponse(format!("body is not JSON: {e}")))?;
-        self.process_message(&mut value);
+        let changed = self.process_message(&mut value);
+        if faithful && !changed {
+            return Ok(bytes.clone());
+        }
         // Sized for the usual case (about what came in) so the output is not regrown and
         // copied at every doubling.
         let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8 + 64);
@@ -900,18 +908,23 @@ impl Relay {
         Ok(Bytes::from(out))
     }
 
-    /// redact / filter: one JSON-RPC message on its way to the client.
-    fn process_message(&self, msg: &mut Value) {
+    /// redact / filter: one JSON-RPC message on its way to the client. Returns whether the
+    /// message may have changed (`false` means it is exactly as it came). The redactor
+    /// reports every change it makes, so no redaction means no change.
+    fn process_message(&self, msg: &mut Value) -> bool {
         let is_our_response = self.request_id.is_some()
             && msg.get("id") == self.request_id.as_ref()
             && msg.get("method").is_none();
-        if is_our_response && self.filter_tools {
+        let filtered = is_our_response && self.filter_tools;
+        if filtered {
             self.filter_tools_list(msg);
         }
         let found = self.gateway.redactor.redact_message(msg, &self.profiles);
-        if !found.is_empty() {
+        let redacted = !found.is_empty();
+        if redacted {
             self.with_log(|l| l.redactions.extend(found));
         }
+        filtered || redacted
     }
 
     /// Remove the tools this principal may never call; mark a stateless result private.
@@ -1036,16 +1049,20 @@ impl SseState {
             SseItem::Comment(c) => sse::encode_comment(&c),
             SseItem::Event(mut ev) => {
                 if ev.has_data && !ev.data.is_empty() {
-                    match jsonrpc::parse_value_str(&ev.data) {
-                        Ok(mut msg) => {
+                    match jsonrpc::parse_value_str_faithful(&ev.data) {
+                        Ok((mut msg, faithful)) => {
                             if self.relay.request_id.is_some()
                                 && msg.get("id") == self.relay.request_id.as_ref()
                                 && msg.get("method").is_none()
                             {
                                 self.answered = true;
                             }
-                            self.relay.process_message(&mut msg);
-                            ev.data = serde_json::to_string(&msg).expect("JSON value serialises");
+                            // As for a JSON body: an unchanged message whose text reads back
+                            // as the inspected value keeps its text (see `process_payload`).
+                            if self.relay.process_message(&mut msg) || !faithful {
+                                ev.data =
+                                    serde_json::to_string(&msg).expect("JSON value serialises");
+                            }
                         }
                         Err(_) => {
                             // Not JSON: still never let a secret through as plain text.

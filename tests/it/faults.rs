@@ -265,6 +265,78 @@ async fn malformed_upstream_body_is_a_bad_response_error() {
     assert_still_serving(&client).await;
 }
 
+/// A 200 `application/json` answer with `body`, for `Script::Raw`.
+fn json_reply(body: &str) -> &'static [u8] {
+    let raw = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    Box::leak(raw.into_bytes().into_boxed_slice())
+}
+
+#[tokio::test]
+async fn clean_answers_arrive_as_sent_and_repeated_keys_as_the_gateway_read_them() {
+    // Nothing to redact and nothing ambiguous: the upstream's bytes, formatting and escapes
+    // included, are what the client gets.
+    let clean = "{ \"jsonrpc\": \"2.0\", \"id\": 1,\n  \"result\": {\"z\": \"caf\\u00e9 \\/ ok\", \"a\": [1, -2, {\"k\": null}], \"big\": 18446744073709551615} }";
+    let up = fake_upstream(Script::Raw {
+        delay: Duration::ZERO,
+        bytes: json_reply(clean),
+    })
+    .await;
+    let (client, _g) = gateway_for(&up.url).await;
+    let reply = client.post_raw(ping(), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), clean);
+    assert_eq!(reply.result()["z"], "caf\u{e9} / ok");
+
+    // A repeated key: the gateway inspected the last `content` (clean); a client that keeps
+    // the first would read the password. The client gets the message as the gateway read it.
+    let repeated = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"note: DB_PASSWORD=hunter2"}],"content":[{"type":"text","text":"ok"}]}}"#;
+    let up = fake_upstream(Script::Raw {
+        delay: Duration::ZERO,
+        bytes: json_reply(repeated),
+    })
+    .await;
+    let (client, _g2) = gateway_for(&up.url).await;
+    let reply = client.post_raw(ping(), &[]).await;
+    assert_eq!(
+        reply.text(),
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#
+    );
+
+    // A float may not read back as the number the gateway parsed: written out as parsed.
+    let float = r#"{"jsonrpc":"2.0","id":1,"result":{"v":1E2}}"#;
+    let up = fake_upstream(Script::Raw {
+        delay: Duration::ZERO,
+        bytes: json_reply(float),
+    })
+    .await;
+    let (client, _g3) = gateway_for(&up.url).await;
+    let reply = client.post_raw(ping(), &[]).await;
+    assert_eq!(
+        reply.text(),
+        r#"{"jsonrpc":"2.0","id":1,"result":{"v":100.0}}"#
+    );
+
+    // Something redacted: written out with the redaction, as before.
+    let secret = r#"{"jsonrpc":"2.0", "id":1, "result":{"content":[{"type":"text","text":"DB_PASSWORD=hunter2"}]}}"#;
+    let up = fake_upstream(Script::Raw {
+        delay: Duration::ZERO,
+        bytes: json_reply(secret),
+    })
+    .await;
+    let (client, _g4) = gateway_for(&up.url).await;
+    let reply = client.post_raw(ping(), &[]).await;
+    assert!(!reply.text().contains("hunter2"), "{}", reply.text());
+    assert!(
+        reply.text().starts_with(r#"{"jsonrpc":"2.0","id":1,"#),
+        "{}",
+        reply.text()
+    );
+    assert_still_serving(&client).await;
+}
+
 #[tokio::test]
 async fn reset_mid_sse_ends_with_an_error_event_for_the_request() {
     let up = fake_upstream(Script::ResetMidSse).await;
