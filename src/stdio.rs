@@ -410,6 +410,7 @@ impl Front {
         if status == StatusCode::ACCEPTED {
             return;
         }
+        let challenged = resp.headers().contains_key(header::WWW_AUTHENTICATE);
         let content_type = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -451,7 +452,25 @@ impl Front {
         };
         let text = String::from_utf8_lossy(&bytes);
         if content_type.starts_with("application/json") && !text.trim().is_empty() {
-            self.deliver(&text, watch_for_version.as_ref()).await;
+            match (id, serde_json::from_str::<Value>(&text)) {
+                // An error the front gave before it read the message (authentication,
+                // overload) carries no id; over stdio it answers this request.
+                (Some(id), Ok(mut v))
+                    if !status.is_success() && v.get("id").is_none_or(Value::is_null) =>
+                {
+                    v["id"] = id.clone();
+                    if challenged
+                        && let Some(m) = v.pointer_mut("/error/message")
+                        && let Some(text) = m.as_str()
+                    {
+                        *m = Value::from(format!(
+                            "{text} (the stdio front sends the credential in {TOKEN_ENV})"
+                        ));
+                    }
+                    self.emit(v.to_string()).await;
+                }
+                _ => self.deliver(&text, watch_for_version.as_ref()).await,
+            }
         } else if let Some(id) = id {
             let detail = text.trim();
             let message = format!(
@@ -557,7 +576,8 @@ mod tests {
 
     #[tokio::test]
     async fn lines_are_bounded_and_a_long_one_is_skipped_whole() {
-        let input: &[u8] = b"{\"a\":1}\r\n\n0123456789abcdef-too-long\n{\"b\":2}\nlast-without-newline";
+        let input: &[u8] =
+            b"{\"a\":1}\r\n\n0123456789abcdef-too-long\n{\"b\":2}\nlast-without-newline";
         let mut r = LineReader::new(input, 12);
         let mut got = Vec::new();
         while let Some(line) = r.next().await.unwrap() {

@@ -317,3 +317,83 @@ async fn stdio_command_speaks_only_mcp_on_stdout() {
         "the denied write reached the upstream"
     );
 }
+
+/// With API-key (or JWT) authentication the stdio front sends the credential it was given
+/// (`EKS_MCP_GATEWAY_TOKEN` for the command) on every message; without one, each request gets
+/// a JSON-RPC error saying why, and nothing reaches the upstream.
+#[tokio::test]
+async fn stdio_with_api_keys_sends_the_token_and_reports_a_refusal() {
+    let s = setup().await;
+    let keys = s.audit.with_file_name("keys.yaml");
+    std::fs::write(
+        &keys,
+        format!(
+            "keys:\n  - sha256: {}\n    principal: ci-bot\n    groups: [payments-dev]\n",
+            eks_mcp_gateway::identity::api_key_hash("key-ci-bot-0001")
+        ),
+    )
+    .unwrap();
+    let mut cfg = base_config(
+        &s.sim.url(),
+        "unused",
+        &[],
+        PolicyMode::Enforce,
+        &policy_dir(),
+        &s.audit,
+    );
+    cfg.auth = serde_yaml::from_str(&format!("mode: api_key\nfile: {}\n", keys.display())).unwrap();
+    let gateway = Gateway::build(cfg).await.unwrap();
+    let pods = json!({"name": "list_k8s_resources", "arguments": {"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"}});
+
+    for token in [None, Some("key-ci-bot-0001".to_string())] {
+        let (client_in, server_in) = tokio::io::duplex(1 << 16);
+        let (server_out, client_out) = tokio::io::duplex(1 << 20);
+        let serving = tokio::spawn(eks_mcp_gateway::stdio::serve(
+            gateway.clone(),
+            server_in,
+            server_out,
+            token.clone(),
+            std::future::pending(),
+        ));
+        let mut peer = Peer {
+            input: client_in,
+            output: BufReader::new(client_out).lines(),
+        };
+        let stateless = |mut p: Value| {
+            p["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+            p
+        };
+        let answer = peer.request(1, "tools/call", stateless(pods.clone())).await;
+        match token {
+            None => {
+                let message = answer["error"]["message"].as_str().unwrap_or_default();
+                assert!(message.contains("EKS_MCP_GATEWAY_TOKEN"), "{answer}");
+                assert!(
+                    s.sim.tool_calls().is_empty(),
+                    "an anonymous call reached the upstream"
+                );
+            }
+            Some(_) => {
+                assert!(
+                    tool_text(&answer).contains("Pod resources in payments"),
+                    "{answer}"
+                );
+                assert_eq!(s.sim.tool_calls().len(), 1);
+            }
+        }
+        drop(peer);
+        serving.await.unwrap().unwrap();
+    }
+    eks_mcp_gateway::front::flush_audit(&gateway).await;
+    let records = read_jsonl(&s.audit);
+    assert!(
+        records.iter().any(|r| r.to_string().contains("ci-bot")),
+        "the audit names the key's principal: {records:?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.to_string().contains("key-ci-bot-0001")),
+        "the key itself is never audited"
+    );
+}
