@@ -866,4 +866,12 @@ mod tests {
         assert!(matches!(c.auth, AuthConfig::Jwt(_)));
         assert!(c.signing.assume_role.is_some());
     }
+
+    #[test]
+    fn shipped_stdio_example_config_is_valid() {
+        let c = parse(include_str!("../deploy/stdio.example.yaml")).unwrap();
+        assert_eq!(c.policy.mode, PolicyMode::Enforce);
+        assert!(matches!(c.auth, AuthConfig::Static { .. }));
+        assert_eq!(c.signing.profile.as_deref(), Some("default"));
+    }
 }
