@@ -73,7 +73,12 @@ struct Front {
     token: Option<String>,
     session: Mutex<Session>,
     out: mpsc::Sender<String>,
+    /// The task relaying the session's GET stream; stopped when the session ends.
+    get_stream: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// Pause before reopening a GET stream the server closed.
+const GET_STREAM_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serve MCP read from `input`, answers written to `output`, until `input` ends or `stop`
 /// resolves. In-flight messages are answered (within `limits.shutdown_grace`) before the
@@ -107,6 +112,7 @@ where
         token,
         session: Mutex::new(Session::default()),
         out,
+        get_stream: Mutex::new(None),
     });
 
     let mut lines = LineReader::new(input, max_line);
@@ -159,6 +165,9 @@ where
             "shutdown grace period elapsed; abandoning unanswered messages"
         );
         tasks.abort_all();
+    }
+    if let Some(task) = front.get_stream.lock().expect("get stream lock").take() {
+        task.abort();
     }
     front.end_session().await;
     drop(front);
@@ -505,7 +514,9 @@ impl Front {
         let _ = self.out.send(line).await;
     }
 
-    /// Open the GET stream of a session (once) and relay what the server sends on it.
+    /// Open the GET stream of a session (once) and relay what the server sends on it. A
+    /// stream the server ends is reopened after a pause, for as long as the server accepts it
+    /// (a server without a GET stream answers 405 once and is left alone).
     fn open_get_stream(self: Arc<Self>) {
         {
             let mut session = self.session.lock().expect("session lock");
@@ -514,20 +525,29 @@ impl Front {
             }
             session.get_stream = true;
         }
-        tokio::spawn(async move {
-            let mut req = self.request(Method::GET, false);
-            req.headers_mut().insert(
-                header::ACCEPT,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            match self.sender.clone().send_request(req).await {
-                Ok(resp) if resp.status().is_success() => self.relay(resp, None, None).await,
-                Ok(resp) => {
-                    tracing::debug!(status = %resp.status(), "the server offers no GET stream");
+        let front = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let mut req = front.request(Method::GET, false);
+                req.headers_mut().insert(
+                    header::ACCEPT,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                match front.sender.clone().send_request(req).await {
+                    Ok(resp) if resp.status().is_success() => front.relay(resp, None, None).await,
+                    Ok(resp) => {
+                        tracing::debug!(status = %resp.status(), "the server offers no GET stream");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "opening the GET stream failed");
+                        return;
+                    }
                 }
-                Err(e) => tracing::debug!(error = %e, "opening the GET stream failed"),
+                tokio::time::sleep(GET_STREAM_RETRY).await;
             }
         });
+        *self.get_stream.lock().expect("get stream lock") = Some(task);
     }
 
     /// DELETE the session, if there is one, so the upstream can free it.

@@ -397,3 +397,86 @@ async fn stdio_with_api_keys_sends_the_token_and_reports_a_refusal() {
         "the key itself is never audited"
     );
 }
+
+/// What the server sends on its own (here `notifications/resources/list_changed` after a
+/// namespace is created) reaches stdout through the session's GET stream.
+#[tokio::test]
+async fn stdio_relays_server_messages_from_the_get_stream() {
+    let s = setup().await;
+    let cfg = base_config(
+        &s.sim.url(),
+        "ada@example.com",
+        &["platform-admins".to_string()],
+        PolicyMode::Enforce,
+        &policy_dir(),
+        &s.audit,
+    );
+    let gateway = Gateway::build(cfg).await.unwrap();
+    let (client_in, server_in) = tokio::io::duplex(1 << 16);
+    let (server_out, client_out) = tokio::io::duplex(1 << 20);
+    let serving = tokio::spawn(eks_mcp_gateway::stdio::serve(
+        gateway,
+        server_in,
+        server_out,
+        None,
+        std::future::pending(),
+    ));
+    let mut peer = Peer {
+        input: client_in,
+        output: BufReader::new(client_out).lines(),
+    };
+    peer.request(
+        1,
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+    )
+    .await;
+    peer.send_json(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    // The GET stream opens after notifications/initialized.
+    for _ in 0..500 {
+        if s.sim.received().iter().any(|r| r.http_method == "GET") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Each namespace created is announced to the session's streams; one announced while the
+    // GET stream was still being set up would be missed, so create another until one arrives.
+    let mut others = Vec::new();
+    let mut seen = false;
+    for attempt in 0..20i64 {
+        let id = 100 + attempt;
+        peer.send_json(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "manage_k8s_resource", "arguments": {"operation": "create", "cluster_name": "dev",
+            "kind": "Namespace", "api_version": "v1", "name": format!("stdio-test-{attempt}"),
+            "body": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("stdio-test-{attempt}")}}}}}))
+            .await;
+        let created = peer.answer(id, &mut others).await;
+        assert_ne!(created["result"]["isError"], true, "{created}");
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            seen = others
+                .iter()
+                .any(|m| m["method"] == "notifications/resources/list_changed");
+            if seen {
+                break;
+            }
+            let Ok(Ok(Some(line))) =
+                tokio::time::timeout_at(deadline, peer.output.next_line()).await
+            else {
+                break;
+            };
+            others.push(serde_json::from_str(&line).unwrap());
+        }
+        if seen {
+            break;
+        }
+    }
+    assert!(seen, "no list_changed notification on stdout: {others:?}");
+    drop(peer);
+    tokio::time::timeout(Duration::from_secs(20), serving)
+        .await
+        .expect("serve returns when stdin closes, GET stream and all")
+        .unwrap()
+        .unwrap();
+}
