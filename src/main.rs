@@ -56,7 +56,8 @@ enum Command {
     /// Speak MCP on stdin/stdout (one JSON-RPC message per line), for assistants that launch
     /// an MCP server as a local command: every message goes through the gateway's policy,
     /// signing, redaction and audit as with `serve`. Logs go to stderr. With JWT or API-key
-    /// authentication the credential is read from EKS_MCP_GATEWAY_TOKEN.
+    /// authentication the credential is read from the file EKS_MCP_GATEWAY_TOKEN_FILE names
+    /// (again for every message) or from EKS_MCP_GATEWAY_TOKEN.
     Stdio {
         #[arg(long, short)]
         config: PathBuf,

@@ -14,7 +14,8 @@
 //! after `notifications/initialized`, and the session is ended with DELETE when stdin closes.
 //! A stateless-era message (protocol version in `_meta`) gets the `Mcp-Method` / `Mcp-Name` /
 //! `MCP-Protocol-Version` headers from its own body. With JWT or API-key authentication the
-//! credential comes from the `EKS_MCP_GATEWAY_TOKEN` environment variable.
+//! credential comes from the file named by `EKS_MCP_GATEWAY_TOKEN_FILE` (read again for every
+//! message, so a short-lived token can be rotated) or from `EKS_MCP_GATEWAY_TOKEN`.
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -36,15 +37,56 @@ use crate::pipeline::Gateway;
 
 /// Environment variable holding the bearer token (JWT or API key) sent with every message.
 pub const TOKEN_ENV: &str = "EKS_MCP_GATEWAY_TOKEN";
+/// Environment variable naming a file that holds the token, read again for every message, so
+/// a credential helper can rotate a short-lived JWT underneath a running session.
+pub const TOKEN_FILE_ENV: &str = "EKS_MCP_GATEWAY_TOKEN_FILE";
+
+/// The credential the stdio front presents for its caller.
+#[derive(Debug, Clone, Default)]
+pub enum Credential {
+    /// None: for `auth.mode: static`.
+    #[default]
+    None,
+    /// One token for the whole process.
+    Token(String),
+    /// A file holding the token, read for every message.
+    File(std::path::PathBuf),
+}
+
+impl Credential {
+    /// From `EKS_MCP_GATEWAY_TOKEN_FILE`, else `EKS_MCP_GATEWAY_TOKEN`.
+    pub fn from_env() -> Credential {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        match (var(TOKEN_FILE_ENV), var(TOKEN_ENV)) {
+            (Some(path), _) => Credential::File(path.into()),
+            (None, Some(token)) => Credential::Token(token.trim().to_string()),
+            (None, None) => Credential::None,
+        }
+    }
+
+    fn current(&self) -> Option<String> {
+        match self {
+            Credential::None => None,
+            Credential::Token(t) => Some(t.clone()),
+            Credential::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(text.trim().to_string()).filter(|t| !t.is_empty()),
+                Err(e) => {
+                    // The request goes without a credential and the front refuses it with
+                    // 401, which reaches the client as an error naming the variables.
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read the token file ({TOKEN_FILE_ENV})");
+                    None
+                }
+            },
+        }
+    }
+}
 
 /// JSON-RPC code for a failure inside the gateway itself (the front could not be reached).
 const INTERNAL_ERROR: i64 = -32603;
 
 /// Serve MCP on this process's stdin and stdout until stdin closes or a signal arrives.
 pub async fn run(gateway: Arc<Gateway>) -> anyhow::Result<()> {
-    let token = std::env::var(TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.trim().is_empty());
+    let token = Credential::from_env();
     let stop = crate::front::shutdown_signal();
     serve(
         gateway.clone(),
@@ -70,7 +112,7 @@ struct Front {
     sender: SendRequest<Full<Bytes>>,
     path: String,
     host: String,
-    token: Option<String>,
+    token: Credential,
     session: Mutex<Session>,
     out: mpsc::Sender<String>,
     /// The task relaying the session's GET stream; stopped when the session ends.
@@ -87,7 +129,7 @@ pub async fn serve<R, W>(
     gateway: Arc<Gateway>,
     input: R,
     output: W,
-    token: Option<String>,
+    token: Credential,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()>
 where
@@ -382,7 +424,7 @@ impl Front {
             header::ACCEPT,
             HeaderValue::from_static("application/json, text/event-stream"),
         );
-        if let Some(token) = &self.token
+        if let Some(token) = self.token.current()
             && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))
         {
             headers.insert(header::AUTHORIZATION, v);
@@ -473,7 +515,7 @@ impl Front {
                         && let Some(text) = m.as_str()
                     {
                         *m = Value::from(format!(
-                            "{text} (the stdio front sends the credential in {TOKEN_ENV})"
+                            "{text} (the stdio front sends the credential in {TOKEN_ENV} or the file named by {TOKEN_FILE_ENV})"
                         ));
                     }
                     self.emit(v.to_string()).await;

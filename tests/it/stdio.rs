@@ -109,7 +109,7 @@ async fn stdio_session_is_decided_redacted_and_audited_like_http() {
         gateway.clone(),
         server_in,
         server_out,
-        None,
+        eks_mcp_gateway::stdio::Credential::None,
         async move {
             let _ = stop_rx.await;
         },
@@ -319,17 +319,21 @@ async fn stdio_command_speaks_only_mcp_on_stdout() {
 }
 
 /// With API-key (or JWT) authentication the stdio front sends the credential it was given
-/// (`EKS_MCP_GATEWAY_TOKEN` for the command) on every message; without one, each request gets
-/// a JSON-RPC error saying why, and nothing reaches the upstream.
+/// (for the command: `EKS_MCP_GATEWAY_TOKEN`, or the file `EKS_MCP_GATEWAY_TOKEN_FILE` names,
+/// read again for every message so a rotated token is picked up); without one, each request
+/// gets a JSON-RPC error saying why, and nothing reaches the upstream.
 #[tokio::test]
-async fn stdio_with_api_keys_sends_the_token_and_reports_a_refusal() {
+async fn stdio_with_api_keys_sends_the_credential_and_reports_a_refusal() {
+    use eks_mcp_gateway::stdio::Credential;
     let s = setup().await;
     let keys = s.audit.with_file_name("keys.yaml");
+    let hash = eks_mcp_gateway::identity::api_key_hash;
     std::fs::write(
         &keys,
         format!(
-            "keys:\n  - sha256: {}\n    principal: ci-bot\n    groups: [payments-dev]\n",
-            eks_mcp_gateway::identity::api_key_hash("key-ci-bot-0001")
+            "keys:\n  - sha256: {}\n    principal: ci-bot\n    groups: [payments-dev]\n  - sha256: {}\n    principal: ops-bot\n    groups: [payments-dev]\n",
+            hash("key-ci-bot-0001"),
+            hash("key-ops-bot-0002")
         ),
     )
     .unwrap();
@@ -343,58 +347,81 @@ async fn stdio_with_api_keys_sends_the_token_and_reports_a_refusal() {
     );
     cfg.auth = serde_yaml::from_str(&format!("mode: api_key\nfile: {}\n", keys.display())).unwrap();
     let gateway = Gateway::build(cfg).await.unwrap();
-    let pods = json!({"name": "list_k8s_resources", "arguments": {"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"}});
+    let pods = json!({"name": "list_k8s_resources", "arguments": {"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"},
+                      "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}});
+    let token_file = s.audit.with_file_name("token");
+    std::fs::write(&token_file, "key-ci-bot-0001\n").unwrap();
 
-    for token in [None, Some("key-ci-bot-0001".to_string())] {
+    for credential in [
+        Credential::None,
+        Credential::Token("key-ci-bot-0001".into()),
+        Credential::File(token_file.clone()),
+    ] {
         let (client_in, server_in) = tokio::io::duplex(1 << 16);
         let (server_out, client_out) = tokio::io::duplex(1 << 20);
         let serving = tokio::spawn(eks_mcp_gateway::stdio::serve(
             gateway.clone(),
             server_in,
             server_out,
-            token.clone(),
+            credential.clone(),
             std::future::pending(),
         ));
         let mut peer = Peer {
             input: client_in,
             output: BufReader::new(client_out).lines(),
         };
-        let stateless = |mut p: Value| {
-            p["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
-            p
-        };
-        let answer = peer.request(1, "tools/call", stateless(pods.clone())).await;
-        match token {
-            None => {
+        let calls_before = s.sim.tool_calls().len();
+        let answer = peer.request(1, "tools/call", pods.clone()).await;
+        match &credential {
+            Credential::None => {
                 let message = answer["error"]["message"].as_str().unwrap_or_default();
                 assert!(message.contains("EKS_MCP_GATEWAY_TOKEN"), "{answer}");
-                assert!(
-                    s.sim.tool_calls().is_empty(),
+                assert_eq!(
+                    s.sim.tool_calls().len(),
+                    calls_before,
                     "an anonymous call reached the upstream"
                 );
             }
-            Some(_) => {
+            _ => {
                 assert!(
                     tool_text(&answer).contains("Pod resources in payments"),
                     "{answer}"
                 );
-                assert_eq!(s.sim.tool_calls().len(), 1);
+                assert_eq!(s.sim.tool_calls().len(), calls_before + 1);
             }
+        }
+        if let Credential::File(path) = &credential {
+            // The credential helper rotates the token: the next message carries the new one.
+            std::fs::write(path, "key-ops-bot-0002\n").unwrap();
+            let again = peer.request(2, "tools/call", pods.clone()).await;
+            assert!(
+                tool_text(&again).contains("Pod resources in payments"),
+                "{again}"
+            );
         }
         drop(peer);
         serving.await.unwrap().unwrap();
     }
     eks_mcp_gateway::front::flush_audit(&gateway).await;
     let records = read_jsonl(&s.audit);
-    assert!(
-        records.iter().any(|r| r.to_string().contains("ci-bot")),
-        "the audit names the key's principal: {records:?}"
+    let by = |who: &str| {
+        records
+            .iter()
+            .filter(|r| r["principal"]["id"] == who && r["tool"] == "list_k8s_resources")
+            .count()
+    };
+    assert_eq!(by("ci-bot"), 2, "{records:?}");
+    assert_eq!(
+        by("ops-bot"),
+        1,
+        "the rotated token names the new key's principal"
     );
     assert!(
-        !records
-            .iter()
-            .any(|r| r.to_string().contains("key-ci-bot-0001")),
-        "the key itself is never audited"
+        !records.iter().any(|r| {
+            let t = r.to_string();
+            t.contains("key-ci-bot-0001") || t.contains("key-ops-bot-0002")
+        }),
+        "keys are never audited"
     );
 }
 
@@ -418,7 +445,7 @@ async fn stdio_relays_server_messages_from_the_get_stream() {
         gateway,
         server_in,
         server_out,
-        None,
+        eks_mcp_gateway::stdio::Credential::None,
         std::future::pending(),
     ));
     let mut peer = Peer {
