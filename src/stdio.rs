@@ -42,7 +42,7 @@ pub const TOKEN_ENV: &str = "EKS_MCP_GATEWAY_TOKEN";
 pub const TOKEN_FILE_ENV: &str = "EKS_MCP_GATEWAY_TOKEN_FILE";
 
 /// The credential the stdio front presents for its caller.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub enum Credential {
     /// None: for `auth.mode: static`.
     #[default]
@@ -51,6 +51,17 @@ pub enum Credential {
     Token(String),
     /// A file holding the token, read for every message.
     File(std::path::PathBuf),
+}
+
+/// Never prints the token itself, so a credential cannot reach a log through `{:?}`.
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::None => f.write_str("Credential::None"),
+            Credential::Token(_) => f.write_str("Credential::Token(<redacted>)"),
+            Credential::File(path) => write!(f, "Credential::File({})", path.display()),
+        }
+    }
 }
 
 impl Credential {
@@ -635,6 +646,13 @@ fn error_message(id: &Value, code: i64, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_never_prints_its_token() {
+        let shown = format!("{:?}", Credential::Token("key-secret-0001".into()));
+        assert!(!shown.contains("key-secret-0001"), "{shown}");
+        assert_eq!(shown, "Credential::Token(<redacted>)");
+    }
 
     #[tokio::test]
     async fn lines_are_bounded_and_a_long_one_is_skipped_whole() {
