@@ -241,7 +241,7 @@ impl<'a> Walk<'a> {
     fn redact_whole<T: Tree>(&mut self, v: &mut T, det: Det) {
         let empty = v.is_null()
             || v.as_str()
-                .is_some_and(|s| s.is_empty() || s.starts_with("[REDACTED:"));
+                .is_some_and(|s| s.is_empty() || text::is_redaction_marker(s));
         if !empty {
             *v = T::from_string(self.replacement(det));
             self.record(det);

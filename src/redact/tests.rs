@@ -539,3 +539,113 @@ fn trigger_dense_blobs_scan_in_linear_time_and_stay_intact() {
     assert!(found.is_empty());
     assert_eq!(out, text);
 }
+
+/// Adversarial texts for the linear-time test, built to `n` bytes: each makes some check look
+/// far ahead from many triggers without finding what it looks for.
+fn adversarial_texts(n: usize) -> Vec<(&'static str, String)> {
+    let fill = |head: &str, unit: &str, tail: &str| {
+        let mut s = String::with_capacity(n + 64);
+        s.push_str(head);
+        while s.len() < n {
+            s.push_str(unit);
+        }
+        s.push_str(tail);
+        s
+    };
+    let mut nested_yaml = String::from("kind: Secret\ndata:\n");
+    let mut nested_block = String::from("config:\n");
+    let mut nested_last_applied = String::from("kind: Secret\nmetadata:\n");
+    let mut depth = 1;
+    while nested_yaml.len() < n {
+        let pad = " ".repeat(depth);
+        nested_yaml.push_str(&format!("{pad}data:\n"));
+        nested_block.push_str(&format!("{pad}password: |\n{pad} ${{X}}\n"));
+        nested_last_applied.push_str(&format!(
+            "{pad}kubectl.kubernetes.io/last-applied-configuration: |\n"
+        ));
+        depth += 1;
+    }
+    vec![
+        (
+            "json Secret with repeated data objects",
+            fill(r#"{"kind":"Secret","#, r#""data":{"x":"y","#, ""),
+        ),
+        (
+            "escaped json Secret with repeated data objects",
+            fill(r#"{\"kind\":\"Secret\","#, r#"\"data\":{\"x\":\"y\","#, ""),
+        ),
+        ("placeholders in a run", fill("", "password=${", "")),
+        (
+            "unclosed quoted markers",
+            fill("", "password=\"[REDACTED:x] ", ""),
+        ),
+        ("unclosed escaped quotes", fill("", "password=\\\"x ", "")),
+        (
+            "header markers",
+            fill("", "Authorization: [REDACTED:x] ", ""),
+        ),
+        (
+            "PEM headers without END",
+            fill("", "-----BEGIN RSA PRIVATE KEY-----!", ""),
+        ),
+        ("yaml data nested in data", nested_yaml),
+        ("yaml blocks nested in blocks", nested_block),
+        ("last-applied nested", nested_last_applied),
+        (
+            "keywords and quotes",
+            fill("", "token: \"secret: 'key=", ""),
+        ),
+        ("fragments", fill("log ", "{\"a\":[{\"password\":", "")),
+        ("flags", fill("", "--password --token -p ", "")),
+    ]
+}
+
+/// The scan's cost (bytes its checks look at) grows linearly with the text: the text 8 times
+/// longer costs at most ~8 times more, and a megabyte stays within a small constant per byte.
+/// The quadratic version of the JSON Secret fallback counted 60x for 8x here (and at 1 MB ran
+/// for minutes and allocated gigabytes of spans). A thread with a generous deadline is only
+/// the safety net; the assertions are on counted work and output sizes.
+#[test]
+fn every_detector_is_linear_in_its_input() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let red = r();
+        let cost = |s: &str| {
+            let before = super::text::work_done();
+            let (out, found) = red.redact_text(s, &base());
+            let mut msg = tool_result(&[s]);
+            let found_msg = red.redact_message(&mut msg, &base());
+            let spent = super::text::work_done() - before;
+            // Memory: what comes back is bounded by the input, never by its square.
+            // (A one-byte secret becomes a ~30-byte marker.)
+            assert!(found.len() <= s.len() / 4 && found_msg.len() <= s.len() / 4);
+            assert!(out.len() <= 32 * s.len() + 64);
+            spent
+        };
+        for (name, small) in adversarial_texts(16 * 1024) {
+            let large = adversarial_texts(128 * 1024)
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .unwrap()
+                .1;
+            let (a, b) = (cost(&small), cost(&large));
+            let ratio = b as f64 / a as f64;
+            let size_ratio = large.len() as f64 / small.len() as f64;
+            assert!(
+                ratio <= size_ratio * 1.5,
+                "{name}: 8x the text cost {ratio:.1}x the work ({a} -> {b} bytes looked at)"
+            );
+        }
+        for (name, big) in adversarial_texts(1024 * 1024) {
+            let spent = cost(&big);
+            assert!(
+                spent <= 64 * big.len() as u64,
+                "{name}: {spent} bytes looked at for a {} byte text",
+                big.len()
+            );
+        }
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(600))
+        .expect("redaction of adversarial texts finished (a hang means a quadratic detector)");
+}

@@ -212,13 +212,112 @@ fn is_word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
 }
 fn run(b: &[u8], mut i: usize, f: impl Fn(u8) -> bool) -> usize {
+    let start = i;
     while i < b.len() && f(b[i]) {
         i += 1;
     }
+    work(i - start);
     i
 }
 fn line_end(b: &[u8], i: usize) -> usize {
-    memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |p| i + p)
+    let e = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |p| i + p);
+    work(e - i);
+    e
+}
+
+// ---- linear time --------------------------------------------------------------------------
+//
+// Every check starts at a trigger and looks a bounded distance, or as far as the span it then
+// reports (the scan resumes after a span), or asks an [`Ahead`] memo, which continues one
+// forward search across triggers instead of restarting it at each. So scanning a text costs
+// a constant times its length, however the triggers are arranged (a 1 MB line of
+// `"data":{"x":"y",` used to cost minutes and gigabytes). Tests count the bytes the checks
+// look at (`work`) and require the count to grow linearly with the input.
+
+#[cfg(test)]
+thread_local! {
+    static WORK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Count `n` bytes looked at (tests only; nothing in release builds).
+#[inline(always)]
+pub(crate) fn work(n: usize) {
+    #[cfg(test)]
+    WORK.with(|w| w.set(w.get() + n as u64));
+    #[cfg(not(test))]
+    let _ = n;
+}
+
+/// Bytes looked at by the scanner on this thread so far (tests only).
+#[cfg(test)]
+pub(crate) fn work_done() -> u64 {
+    WORK.with(|w| w.get())
+}
+
+/// The result of one forward search ("the first position at or after `q` where ..."), kept
+/// for the next trigger: a search that started at `from` and stopped at `at` (or found nothing
+/// up to the end) answers every later query `q` with `from <= q <= at` without looking again.
+/// That holds for any search that stops at the first byte (or literal) of a fixed kind.
+#[derive(Clone, Copy)]
+struct Ahead {
+    from: usize,
+    at: Option<usize>,
+}
+
+impl Ahead {
+    const NEW: Ahead = Ahead {
+        from: usize::MAX,
+        at: None,
+    };
+
+    fn find(&mut self, q: usize, search: impl FnOnce(usize) -> Option<usize>) -> Option<usize> {
+        if self.from <= q && self.at.is_none_or(|a| a >= q) {
+            return self.at;
+        }
+        let at = search(q);
+        *self = Ahead { from: q, at };
+        at
+    }
+}
+
+/// The forward searches one scan shares between its triggers.
+struct Memo {
+    /// `-----END` (PEM).
+    pem_end: Ahead,
+    /// `\"` (a value quoted inside a JSON string).
+    escaped_quote: Ahead,
+    /// The closing `"` / `'` of a quoted value, or the line end (escapes skipped).
+    quote_end: [Ahead; 2],
+    /// The end of an unquoted value.
+    bare_end: Ahead,
+    /// The line end.
+    line_end: Ahead,
+    /// A quote or the line end (header values).
+    quote_or_line_end: Ahead,
+}
+
+impl Memo {
+    const NEW: Memo = Memo {
+        pem_end: Ahead::NEW,
+        escaped_quote: Ahead::NEW,
+        quote_end: [Ahead::NEW; 2],
+        bare_end: Ahead::NEW,
+        line_end: Ahead::NEW,
+        quote_or_line_end: Ahead::NEW,
+    };
+
+    fn line_end(&mut self, b: &[u8], i: usize) -> usize {
+        self.line_end
+            .find(i, |i| Some(line_end(b, i)))
+            .unwrap_or(b.len())
+    }
+}
+
+/// Searches for a literal from `i`; counts what it looked at.
+fn find_from(b: &[u8], i: usize, needle: &[u8]) -> Option<usize> {
+    let at = memchr::memmem::find(&b[i.min(b.len())..], needle).map(|p| i + p);
+    work(at.map_or(b.len(), |a| a + needle.len()).saturating_sub(i));
+    at
 }
 
 impl TextScanner {
@@ -288,15 +387,19 @@ impl TextScanner {
         let b = s.as_bytes();
         let mut scratch = Vec::new();
         let mut found = false;
+        let mut memo = Memo::NEW;
+        let mut extra_tried: Vec<bool> = Vec::new();
+        work(s.len());
         self.ac.each(s, |m| {
             let pos = m.start();
+            work(1);
             let hit = match self.rules[m.pattern().as_usize()] {
                 Rule::Keyword => keyword_in_credential_name(b, pos),
                 Rule::AwsKeyId => {
                     self.aws_key_id(s, pos, active, &mut scratch).is_some() || !scratch.is_empty()
                 }
                 Rule::AwsSessionToken => aws_session_token(b, pos).is_some(),
-                Rule::Pem => pem(s, pos).is_some(),
+                Rule::Pem => pem(s, pos, &mut memo).is_some(),
                 Rule::Jwt => jwt_or_docker_b64(b, pos, active).is_some(),
                 Rule::Bearer => bearer(b, pos).is_some(),
                 Rule::Basic => basic(b, pos).is_some(),
@@ -305,7 +408,17 @@ impl TextScanner {
                     (pos == 0 || !is_word(b[pos - 1]))
                         && self.known[i as usize].re.is_match(&s[pos..])
                 }
-                Rule::Extra(i) => self.extra[i as usize].re.is_match(s),
+                Rule::Extra(i) => {
+                    // Each pattern runs over the text once, not once per keyword hit.
+                    let i = i as usize;
+                    if extra_tried.is_empty() {
+                        extra_tried = vec![false; self.extra.len()];
+                    }
+                    !std::mem::replace(&mut extra_tried[i], true) && {
+                        work(s.len());
+                        self.extra[i].re.is_match(s)
+                    }
+                }
             };
             found = hit;
             !hit
@@ -320,8 +433,11 @@ impl TextScanner {
         let mut skip_until = 0usize;
         let mut extra_done: Vec<bool> = Vec::new();
         let mut saw_secret_word = false;
+        let mut memo = Memo::NEW;
+        work(s.len());
         self.ac.each(s, |m| {
             let pos = m.start();
+            work(1);
             if pos < skip_until {
                 return true;
             }
@@ -330,7 +446,7 @@ impl TextScanner {
                     if b[pos..].len() >= 6 && b[pos..pos + 6].eq_ignore_ascii_case(b"secret") {
                         saw_secret_word = true;
                     }
-                    let (span, checked_until) = self.assignment(s, pos, active);
+                    let (span, checked_until) = self.assignment(s, pos, active, &mut memo);
                     match span {
                         Some(sp) => Some(sp),
                         None => {
@@ -344,7 +460,10 @@ impl TextScanner {
                     .has(d::AWS_SESSION_TOKEN)
                     .then(|| aws_session_token(b, pos))
                     .flatten(),
-                Rule::Pem => active.has(d::PRIVATE_KEY).then(|| pem(s, pos)).flatten(),
+                Rule::Pem => active
+                    .has(d::PRIVATE_KEY)
+                    .then(|| pem(s, pos, &mut memo))
+                    .flatten(),
                 Rule::Jwt => jwt_or_docker_b64(b, pos, active),
                 Rule::Bearer => active
                     .has(d::BEARER_TOKEN)
@@ -375,6 +494,7 @@ impl TextScanner {
                     let x = &self.extra[i];
                     if !extra_done[i] && active.has(x.det) {
                         extra_done[i] = true;
+                        work(s.len());
                         for f in x.re.find_iter(s) {
                             if f.end() > f.start() {
                                 spans.push(Span {
@@ -409,7 +529,13 @@ impl TextScanner {
 
     /// `key=value`, `key: value`, `"key": "value"`, `--key value` where the key names a
     /// credential. Returns the span of the value and how far the key itself extended.
-    fn assignment(&self, s: &str, pos: usize, active: DetectorSet) -> (Option<Span>, usize) {
+    fn assignment(
+        &self,
+        s: &str,
+        pos: usize,
+        active: DetectorSet,
+        memo: &mut Memo,
+    ) -> (Option<Span>, usize) {
         let b = s.as_bytes();
         let n = b.len();
         let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
@@ -424,6 +550,7 @@ impl TextScanner {
         while en < n && en - pos <= MAX_KEY && ident(b[en]) {
             en += 1;
         }
+        work(en - st);
         if en - st > MAX_KEY {
             return (None, en);
         }
@@ -438,17 +565,24 @@ impl TextScanner {
         if !active.has(det) {
             return (None, en);
         }
-        // Where the key's line starts, and whether the key opens the line (YAML / INI style).
-        let line_start = memchr::memrchr(b'\n', &b[..st]).map_or(0, |p| p + 1);
-        let mut k = line_start;
-        while k < st && matches!(b[k], b' ' | b'\t') {
-            k += 1;
-        }
-        let indent = k - line_start;
-        if k + 1 < st && b[k] == b'-' && b[k + 1] == b' ' {
-            k += 2;
-        }
-        let key_opens_line = k == st || (k + 1 == st && matches!(b[k], b'"' | b'\''));
+        // Whether the key opens its line (YAML / INI style: only indentation, a list dash
+        // and a quote before it) and its indentation. Looked for backwards from the key, so
+        // the cost is the gap before the key, not the whole line.
+        let (key_opens_line, indent) = {
+            let mut k = st;
+            if k > 0 && matches!(b[k - 1], b'"' | b'\'') {
+                k -= 1;
+            }
+            if k >= 2 && b[k - 2] == b'-' && b[k - 1] == b' ' {
+                k -= 2;
+            }
+            let mut ls = k;
+            while ls > 0 && matches!(b[ls - 1], b' ' | b'\t') {
+                ls -= 1;
+            }
+            work(st - ls);
+            (ls == 0 || b[ls - 1] == b'\n', k - ls)
+        };
 
         let mut i = en;
         if i < n && matches!(b[i], b'"' | b'\'') {
@@ -483,21 +617,28 @@ impl TextScanner {
         let (vs, ve) = match b[i] {
             b'\\' if i + 1 < n && b[i + 1] == b'"' => {
                 let vs = i + 2;
-                match memchr::memmem::find(&b[vs..], b"\\\"") {
-                    Some(p) => (vs, vs + p),
+                match memo.escaped_quote.find(vs, |vs| find_from(b, vs, b"\\\"")) {
+                    Some(p) => (vs, p),
                     None => return (None, en),
                 }
             }
             q @ (b'"' | b'\'') => {
                 let vs = i + 1;
-                let mut j = vs;
-                while j < n && b[j] != q && b[j] != b'\n' {
-                    j += if b[j] == b'\\' { 2 } else { 1 };
-                }
-                (vs, j.min(n))
+                // Valid to share between triggers: the search never stops inside an escape,
+                // and `b[vs - 1]` is the opening quote, so an earlier search that ran past it
+                // stepped onto `vs` as this one does.
+                let end = memo.quote_end[usize::from(q == b'\'')].find(vs, |vs| {
+                    let mut j = vs;
+                    while j < n && b[j] != q && b[j] != b'\n' {
+                        j += if b[j] == b'\\' { 2 } else { 1 };
+                    }
+                    work(j - vs);
+                    Some(j.min(n))
+                });
+                (vs, end.unwrap_or(n))
             }
             b'|' | b'>' if yaml => {
-                let rest_end = line_end(b, i);
+                let rest_end = memo.line_end(b, i);
                 if !b[i..rest_end]
                     .iter()
                     .all(|c| b"|>+-0123456789 \t\r".contains(c))
@@ -516,32 +657,40 @@ impl TextScanner {
                 // Header values (`Authorization: Bearer x`, `Cookie: a=1; session=x`) run to the end.
                 let lk = key.to_ascii_lowercase();
                 let authz = lk.ends_with("authorization") || lk.ends_with("cookie");
-                let mut ve = if yaml || authz {
-                    line_end(b, vs)
+                let mut ve = if authz {
+                    // Up to a quote or the end of the line: scheme and credentials.
+                    memo.quote_or_line_end
+                        .find(vs, |vs| {
+                            let e =
+                                memchr::memchr3(b'"', b'\'', b'\n', &b[vs..]).map_or(n, |p| vs + p);
+                            work(e - vs);
+                            Some(e)
+                        })
+                        .unwrap_or(n)
+                } else if yaml {
+                    memo.line_end(b, vs)
                 } else {
-                    run(b, vs, |c| {
-                        !c.is_ascii_whitespace()
-                            && !matches!(
-                                c,
-                                b'&' | b','
-                                    | b';'
-                                    | b'"'
-                                    | b'\''
-                                    | b')'
-                                    | b']'
-                                    | b'}'
-                                    | b'<'
-                                    | b'>'
-                                    | b'|'
-                            )
-                    })
+                    memo.bare_end
+                        .find(vs, |vs| {
+                            Some(run(b, vs, |c| {
+                                !c.is_ascii_whitespace()
+                                    && !matches!(
+                                        c,
+                                        b'&' | b','
+                                            | b';'
+                                            | b'"'
+                                            | b'\''
+                                            | b')'
+                                            | b']'
+                                            | b'}'
+                                            | b'<'
+                                            | b'>'
+                                            | b'|'
+                                    )
+                            }))
+                        })
+                        .unwrap_or(n)
                 };
-                if authz {
-                    // Up to a closing quote or the end of the line: scheme and credentials.
-                    if let Some(p) = b[vs..ve].iter().position(|c| matches!(c, b'"' | b'\'')) {
-                        ve = vs + p;
-                    }
-                }
                 while ve > vs && b[ve - 1].is_ascii_whitespace() {
                     ve -= 1;
                 }
@@ -666,15 +815,23 @@ fn mixed_case(v: &[u8]) -> bool {
 }
 
 /// Values that are placeholders, not secrets (`null`, `****`, `${DB_PASSWORD}`, already redacted).
-fn is_secret_value(v: &str) -> bool {
+///
+/// Only a value that is nothing but the placeholder counts: `[REDACTED:jwt] hunter2` or a
+/// multi-line block that starts with `${X}` is still a secret. (This also keeps the scan
+/// linear: a value judged a placeholder is short, so re-reading it from a later trigger is
+/// cheap.)
+pub(crate) fn is_secret_value(v: &str) -> bool {
     let t = v.trim();
     if t.is_empty()
-        || t.starts_with("[REDACTED")
+        || is_redaction_marker(t)
         || t.bytes().all(|c| c == b'*' || c == b'x' || c == b'X')
     {
         return false;
     }
-    if t.starts_with("${") || t.starts_with("{{") || t.starts_with("$(") {
+    if (t.starts_with("${") || t.starts_with("{{") || t.starts_with("$("))
+        && t.len() <= 256
+        && !t.contains('\n')
+    {
         return false;
     }
     // `kubectl describe secret` prints sizes, not values: `password:  16 bytes`.
@@ -683,6 +840,9 @@ fn is_secret_value(v: &str) -> bool {
         && n.bytes().all(|c| c.is_ascii_digit())
     {
         return false;
+    }
+    if t.len() > 12 {
+        return true;
     }
     !matches!(
         t.to_ascii_lowercase().as_str(),
@@ -698,6 +858,17 @@ fn is_secret_value(v: &str) -> bool {
             | "\"\""
             | "''"
     )
+}
+
+/// `[REDACTED:<name>]` (or a prefix of it cut at a delimiter), alone.
+pub(crate) fn is_redaction_marker(t: &str) -> bool {
+    let Some(rest) = t.strip_prefix("[REDACTED") else {
+        return false;
+    };
+    match rest.find(']') {
+        Some(p) => p + 1 == rest.len(),
+        None => rest.len() <= 64 && !rest.contains(char::is_whitespace),
+    }
 }
 
 /// A YAML block scalar after a `key: |` line: the more-indented lines that follow.
@@ -743,8 +914,9 @@ fn aws_session_token(b: &[u8], pos: usize) -> Option<Span> {
 
 /// A PEM private key block, BEGIN line to END line; a block with no END (truncated output)
 /// extends over everything that can be key material.
-fn pem(s: &str, pos: usize) -> Option<Span> {
+fn pem(s: &str, pos: usize, memo: &mut Memo) -> Option<Span> {
     let b = s.as_bytes();
+    work(90);
     let head_end =
         pos + 10 + memchr::memmem::find(b.get(pos + 10..(pos + 90).min(b.len()))?, b"-----")?;
     let header = &s[pos..head_end];
@@ -752,9 +924,10 @@ fn pem(s: &str, pos: usize) -> Option<Span> {
         return None;
     }
     let body = head_end + 5;
-    let end = match memchr::memmem::find(&b[body..], b"-----END") {
+    let end = match memo.pem_end.find(body, |q| find_from(b, q, b"-----END")) {
         Some(p) => {
-            let e = body + p + 8;
+            let e = p + 8;
+            work(80);
             match memchr::memmem::find(&b[e..(e + 80).min(b.len())], b"-----") {
                 Some(q) => e + q + 5,
                 None => line_end(b, e),
@@ -772,6 +945,7 @@ fn pem(s: &str, pos: usize) -> Option<Span> {
                     break;
                 }
             }
+            work(i - body);
             i
         }
     };
@@ -913,6 +1087,7 @@ fn conn_string(b: &[u8], pos: usize, after: usize) -> Option<Span> {
 /// and the last-applied-configuration annotation.
 fn yaml_secret_blocks(s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
     let b = s.as_bytes();
+    work(2 * b.len());
     // Split into documents on `---` lines; only documents with a `kind: Secret` line count.
     let mut doc_start = 0;
     let mut i = 0;
@@ -1004,6 +1179,11 @@ fn yaml_secret_blocks(s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
                     }
                     j = lj + 1;
                 }
+                // The block's lines are values, never `data:` keys of their own: go on after
+                // it (a `data:` nested in `data:` nested in ... would otherwise be re-walked
+                // once per level).
+                i = j.max(le + 1);
+                continue;
             } else if let Some(rest) =
                 line.strip_prefix("kubectl.kubernetes.io/last-applied-configuration:")
                 && active.has(d::K8S_SECRET_LAST_APPLIED)
@@ -1016,6 +1196,8 @@ fn yaml_secret_blocks(s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
                             end: be.min(de),
                             det: d::K8S_SECRET_LAST_APPLIED,
                         });
+                        i = line_end(b, be) + 1;
+                        continue;
                     }
                 } else if !r.is_empty() {
                     let prefix = line.len() - rest.len();
@@ -1040,7 +1222,15 @@ fn json_secret_blocks(s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
     }
     let b = s.as_bytes();
     for needle in [&b"data"[..], &b"stringData"[..]] {
+        // A `"data": {` inside a block already walked is part of that block's values: walking
+        // it again would make a line of repeated `"data":{"x":"y",` quadratic in time and in
+        // spans.
+        let mut walked_until = 0;
+        work(b.len());
         for p in memchr::memmem::find_iter(b, needle) {
+            if p < walked_until {
+                continue;
+            }
             // Must be a quoted key: `"data"`, `\"data\"` or `'data'`, then `:` then `{`.
             let Some(&q) = b.get(p.wrapping_sub(1)) else {
                 continue;
@@ -1062,6 +1252,8 @@ fn json_secret_blocks(s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
             }
             // Walk `key: value` pairs to the closing brace; every value is a span.
             let close = memchr::memchr(b'}', &b[i..]).map_or(b.len(), |c| i + c);
+            work(close - i);
+            walked_until = close;
             let mut j = i + 1;
             while j < close {
                 // Each value follows a ':' at this level.
