@@ -18,6 +18,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::manifest::ManifestLimits;
 use crate::policy::PolicyError;
 
 /// File name of the catalogue inside the policy directory.
@@ -295,8 +296,18 @@ impl Catalogue {
         }
     }
 
-    /// Facts for one `tools/call`.
+    /// Facts for one `tools/call`, with the default manifest limits.
     pub fn classify(&self, tool_name: &str, arguments: &Value) -> (ToolFacts, TargetFacts) {
+        self.classify_within(tool_name, arguments, &ManifestLimits::default())
+    }
+
+    /// Facts for one `tools/call`; manifests beyond `limits` are not parsed (a `parse_error`).
+    pub fn classify_within(
+        &self,
+        tool_name: &str,
+        arguments: &Value,
+        limits: &ManifestLimits,
+    ) -> (ToolFacts, TargetFacts) {
         let Some(spec) = self.tools.get(tool_name) else {
             return (
                 ToolFacts {
@@ -313,7 +324,9 @@ impl Catalogue {
         };
         let mut b = Builder {
             cat: self,
+            limits,
             facts: TargetFacts::default(),
+            too_many_objects: false,
         };
         let empty = Map::new();
         let args = match arguments {
@@ -485,13 +498,15 @@ impl Catalogue {
         for arg in &spec.manifests {
             match args.get(arg) {
                 None | Some(Value::Null) => {}
-                Some(Value::String(text)) => match parse_manifest(text) {
+                Some(Value::String(text)) => match check_manifest(text, limits).and_then(|()| {
+                    parse_manifest(text).map_err(|e| format!("is not valid YAML: {e}"))
+                }) {
                     Ok(docs) => {
                         for (i, doc) in docs.into_iter().enumerate() {
                             b.add_document(doc, &format!("{arg}[{i}]"), ns_arg.as_deref(), 0);
                         }
                     }
-                    Err(e) => b.error(format!("argument `{arg}` is not valid YAML: {e}")),
+                    Err(e) => b.error(format!("argument `{arg}` {e}")),
                 },
                 Some(Value::Array(docs)) => {
                     for (i, doc) in docs.iter().enumerate() {
@@ -558,7 +573,10 @@ impl Catalogue {
 /// Accumulates target facts for one call.
 struct Builder<'a> {
     cat: &'a Catalogue,
+    limits: &'a ManifestLimits,
     facts: TargetFacts,
+    /// The object limit was reached and reported.
+    too_many_objects: bool,
 }
 
 impl Builder<'_> {
@@ -593,6 +611,16 @@ impl Builder<'_> {
 
     /// One manifest document (or a `List` item): a resource fact plus the object itself.
     fn add_document(&mut self, doc: Value, source: &str, default_ns: Option<&str>, depth: usize) {
+        if self.facts.objects.len() >= self.limits.max_objects {
+            if !self.too_many_objects {
+                self.too_many_objects = true;
+                self.error(format!(
+                    "the call names more than {} Kubernetes objects (limits.max_manifest_objects)",
+                    self.limits.max_objects
+                ));
+            }
+            return;
+        }
         let obj = match doc {
             Value::Null => return, // empty document, skipped by kubectl and the upstream
             Value::Object(obj) => obj,
@@ -682,6 +710,13 @@ impl Builder<'_> {
             object: Some(idx),
         });
     }
+}
+
+/// The manifest bounds (nesting, documents, values) checked before a caller's manifest is
+/// parsed; a refusal reads as the reason for the `parse_error`.
+fn check_manifest(text: &str, limits: &ManifestLimits) -> Result<(), String> {
+    crate::manifest::check(text, limits)
+        .map_err(|e| format!("is over the gateway's manifest limits: {e}"))
 }
 
 /// Parse a multi-document YAML manifest into JSON documents.
@@ -971,6 +1006,46 @@ mod tests {
             &json!({"cluster_name": "d", "namespace": 5}),
         );
         assert!(t.parse_error.unwrap().contains("namespace"));
+    }
+
+    #[test]
+    fn manifests_over_the_limits_are_refused_before_parsing() {
+        let c = cat();
+        let call = |yaml: String, limits: &ManifestLimits| {
+            c.classify_within(
+                "apply_yaml",
+                &json!({"cluster_name": "d", "namespace": "apps", "yaml_content": yaml}),
+                limits,
+            )
+            .1
+        };
+        let defaults = ManifestLimits::default();
+        let t = call(format!("x: {}", "[".repeat(150_000)), &defaults);
+        let err = t.parse_error.unwrap();
+        assert!(err.contains("limits.max_manifest_depth"), "{err}");
+        assert!(t.resources.is_empty());
+
+        let doc = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n";
+        let t = call(doc.repeat(600), &defaults);
+        let err = t.parse_error.unwrap();
+        assert!(err.contains("limits.max_manifest_documents"), "{err}");
+        assert!(
+            t.resources.is_empty(),
+            "refused before any document was read"
+        );
+
+        // Objects count documents and List items together.
+        let small = ManifestLimits {
+            max_objects: 3,
+            ..defaults
+        };
+        let list = "kind: List\nitems:\n- {kind: ConfigMap, metadata: {name: a}}\n- {kind: ConfigMap, metadata: {name: b}}\n";
+        let t = call(format!("{list}---\n{list}"), &small);
+        let err = t.parse_error.unwrap();
+        assert!(err.contains("limits.max_manifest_objects"), "{err}");
+        assert_eq!(t.resources.len(), 3);
+        let t = call(list.to_string(), &small);
+        assert_eq!(t.parse_error, None);
     }
 
     #[test]

@@ -103,6 +103,30 @@ pub struct LimitsConfig {
     /// How long SIGTERM waits for in-flight work before closing connections.
     #[serde(default = "d_grace", with = "duration_str")]
     pub shutdown_grace: Duration,
+    /// Deepest nesting of flow collections (`[…]`, `{…}`) in a manifest argument.
+    #[serde(default = "d_manifest_depth")]
+    pub max_manifest_depth: usize,
+    /// Most YAML documents in one manifest argument.
+    #[serde(default = "d_manifest_documents")]
+    pub max_manifest_documents: usize,
+    /// Most YAML values in one manifest argument, aliases expanded.
+    #[serde(default = "d_manifest_values")]
+    pub max_manifest_values: usize,
+    /// Most Kubernetes objects one call may name (documents and `List` items).
+    #[serde(default = "d_manifest_objects")]
+    pub max_manifest_objects: usize,
+}
+
+impl LimitsConfig {
+    /// The bounds a manifest argument must fit before it is parsed.
+    pub fn manifest(&self) -> crate::manifest::ManifestLimits {
+        crate::manifest::ManifestLimits {
+            max_depth: self.max_manifest_depth,
+            max_documents: self.max_manifest_documents,
+            max_values: self.max_manifest_values,
+            max_objects: self.max_manifest_objects,
+        }
+    }
 }
 
 fn d_body() -> usize {
@@ -120,6 +144,18 @@ fn d_streams() -> usize {
 fn d_grace() -> Duration {
     Duration::from_secs(20)
 }
+fn d_manifest_depth() -> usize {
+    crate::manifest::ManifestLimits::default().max_depth
+}
+fn d_manifest_documents() -> usize {
+    crate::manifest::ManifestLimits::default().max_documents
+}
+fn d_manifest_values() -> usize {
+    crate::manifest::ManifestLimits::default().max_values
+}
+fn d_manifest_objects() -> usize {
+    crate::manifest::ManifestLimits::default().max_objects
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -129,6 +165,10 @@ impl Default for LimitsConfig {
             max_concurrent_requests: d_concurrent(),
             max_sse_streams: d_streams(),
             shutdown_grace: d_grace(),
+            max_manifest_depth: d_manifest_depth(),
+            max_manifest_documents: d_manifest_documents(),
+            max_manifest_values: d_manifest_values(),
+            max_manifest_objects: d_manifest_objects(),
         }
     }
 }
@@ -614,6 +654,39 @@ impl Config {
                 "must be > 0".into(),
                 "e.g. 256",
             ));
+        }
+        let max_depth = crate::manifest::MAX_SUPPORTED_DEPTH;
+        if !(1..=max_depth).contains(&self.limits.max_manifest_depth) {
+            return Err(invalid(
+                "limits.max_manifest_depth",
+                format!("must be between 1 and {max_depth}"),
+                "e.g. 100",
+            ));
+        }
+        for (key, value, example) in [
+            (
+                "limits.max_manifest_documents",
+                self.limits.max_manifest_documents,
+                "500",
+            ),
+            (
+                "limits.max_manifest_values",
+                self.limits.max_manifest_values,
+                "500000",
+            ),
+            (
+                "limits.max_manifest_objects",
+                self.limits.max_manifest_objects,
+                "1000",
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(
+                    key,
+                    "must be > 0".into(),
+                    &format!("e.g. {example}"),
+                ));
+            }
         }
         for origin in &self.security.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://"))

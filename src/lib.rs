@@ -16,6 +16,7 @@ pub mod forward;
 pub mod front;
 pub mod identity;
 pub mod jsonrpc;
+pub mod manifest;
 pub mod mcp;
 pub mod metrics;
 pub mod pipeline;

@@ -256,7 +256,8 @@ impl Gateway {
                 let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
                 let no_args = Value::Object(Map::new());
                 let args = p.get("arguments").unwrap_or(&no_args);
-                let (tool, target) = policy.catalogue().classify(name, args);
+                let limits = self.config.limits.manifest();
+                let (tool, target) = policy.catalogue().classify_within(name, args, &limits);
                 (Some(tool), target)
             }
             _ => (None, TargetFacts::default()),
