@@ -17,10 +17,11 @@
 //! One record (one line in the file, shown wrapped here):
 //!
 //! ```json
-//! {"decision_id":"afa1c7f9-9cb4-4539-b0f3-e2c715c9023e","timestamp":"2026-11-25T14:41:57.455Z",
-//!  "principal":{"id":"alice@example.com","groups":["platform-admins"],"auth":"jwt"},
+//! {"schema":2,"decision_id":"afa1c7f9-9cb4-4539-b0f3-e2c715c9023e","timestamp":"2026-11-25T14:41:57.455Z",
+//!  "principal":{"id":"alice@example.com","groups":["platform-admins"],"auth":"jwt",
+//!               "claims":{"iss":"https://idp.example.com","email":"alice@example.com"}},
 //!  "client":{"name":"claude-code","version":"2.1.0"},"method":"tools/call","tool":"apply_yaml",
-//!  "era":"session","session":"3f9a0c1be27d4a55",
+//!  "era":"session","protocol_version":"2025-11-25","session":"3f9a0c1be27d4a55",
 //!  "facts":{"cluster":"dev","namespaces":["payments"],"all_namespaces":false,"kinds":["Secret"],
 //!           "operation":null,"access":"write"},
 //!  "arguments":{"cluster_name":"dev","yaml_content":"...password: [REDACTED:credential_assignment]\n"},
@@ -28,11 +29,20 @@
 //!              "reasons":["... Secrets are never created or changed through MCP ..."],
 //!              "rules":["secrets.write"],"redact":["baseline"]},
 //!  "redactions":[{"detector":"credential_assignment","path":"$.params.arguments.yaml_content"}],
-//!  "upstream":null,"policy_revision":"ffb195033f03c257","duration_ms":10.402}
+//!  "upstream":null,"gateway":{"mode":"enforce","upstream":"https://eks-mcp.us-west-2.api.aws/mcp"},
+//!  "policy_revision":"ffb195033f03c257","duration_ms":10.402}
 //! ```
 //!
 //! `upstream` is `{status, latency_ms, error}` when the request went (or tried to go)
 //! upstream; `decision.enforced` is false for a deny in `dry_run` mode.
+//!
+//! **Replayable.** A record carries everything `policy replay` needs to rebuild the input
+//! document the policy evaluated (docs/policy.md, "Replaying recorded traffic"): the
+//! principal with its groups and non-secret claims, the client, method, era and protocol
+//! version, the tool and its (redacted) arguments, from which classify derives the target
+//! facts again, and `gateway` (`input.gateway`). `schema` is [`SCHEMA`]; records written
+//! before it existed have none and read as schema 1 (no claims, protocol version or
+//! `gateway`). Fields are only ever added, so readers of older records keep working.
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -40,33 +50,42 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::classify::{TargetFacts, ToolFacts};
 use crate::config::{AuditConfig, AuditFailure, PolicyMode};
 use crate::identity::AuthKind;
 use crate::metrics;
 use crate::policy::{Decision, Era, PolicyInput};
 use crate::redact::Redaction;
 
+/// Version of the record's shape. 2 added `schema`, `principal.claims`, `protocol_version`
+/// and `gateway`, so that a record rebuilds the input document of its decision.
+pub const SCHEMA: u32 = 2;
+
 /// `principal` in a record: who called (never a credential).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditPrincipal {
     pub id: String,
     pub groups: Vec<String>,
     pub auth: AuthKind,
+    /// The non-secret claims the policy saw (`input.principal.claims`; token-like claims are
+    /// withheld by identity before the policy sees them). Left out when empty.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `client` in a record, as the client named itself.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct AuditClient {
     pub name: Option<String>,
     pub version: Option<String>,
 }
 
-/// `facts` in a record: what classify established and the policy saw.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+/// `facts` in a record: what classify established and the policy saw, in summary.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct AuditFacts {
     pub cluster: Option<String>,
     pub namespaces: Vec<String>,
@@ -78,7 +97,7 @@ pub struct AuditFacts {
 }
 
 /// `decision` in a record.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditDecision {
     pub allow: bool,
     pub mode: PolicyMode,
@@ -90,24 +109,35 @@ pub struct AuditDecision {
 }
 
 /// One redaction applied to the arguments or the result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditRedaction {
     pub detector: String,
     pub path: String,
 }
 
 /// `upstream` in a record. Absent when the request never went upstream.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct AuditUpstream {
     pub status: Option<u16>,
     pub latency_ms: Option<f64>,
     pub error: Option<String>,
 }
 
+/// `gateway` in a record: `input.gateway` as the policy saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditGateway {
+    pub mode: PolicyMode,
+    pub upstream: String,
+}
+
 /// One decision record. Build it with [`AuditRecord::new`] (or `from_outcome`) and fill
-/// the rest; `arguments` must already be redacted.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// the rest; `arguments` must already be redacted. Reading one back (`policy replay`)
+/// accepts every schema so far: fields added since schema 1 take their defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditRecord {
+    /// [`SCHEMA`] when written; 1 for records from before the field existed.
+    #[serde(default = "schema_one")]
+    pub schema: u32,
     pub decision_id: String,
     /// RFC 3339, UTC, millisecond precision.
     pub timestamp: String,
@@ -117,6 +147,9 @@ pub struct AuditRecord {
     pub tool: Option<String>,
     /// `session` or `stateless`.
     pub era: String,
+    /// `input.mcp.protocol_version` (schema 2).
+    #[serde(default)]
+    pub protocol_version: Option<String>,
     /// SHA-256 prefix of the session id ([`session_hash`]); never the id itself.
     pub session: Option<String>,
     pub facts: AuditFacts,
@@ -125,14 +158,54 @@ pub struct AuditRecord {
     pub decision: AuditDecision,
     pub redactions: Vec<AuditRedaction>,
     pub upstream: Option<AuditUpstream>,
+    /// `input.gateway` (schema 2).
+    #[serde(default)]
+    pub gateway: Option<AuditGateway>,
     pub policy_revision: String,
     pub duration_ms: f64,
+}
+
+fn schema_one() -> u32 {
+    1
+}
+
+impl AuditFacts {
+    /// The summary of classify's facts that a record keeps (kinds sorted and deduplicated).
+    pub fn of(tool: Option<&ToolFacts>, target: &TargetFacts) -> AuditFacts {
+        let mut kinds: Vec<String> = target
+            .resources
+            .iter()
+            .filter_map(|r| r.kind.clone())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        AuditFacts {
+            cluster: target.cluster.clone(),
+            namespaces: target.namespaces.clone(),
+            all_namespaces: target.all_namespaces,
+            kinds,
+            operation: tool.and_then(|t| t.operation.clone()),
+            access: tool.map(|t| access_name(t.access).to_owned()),
+        }
+    }
+}
+
+/// `read`, `sensitive`, `write`, `unknown`: the access class as records and the policy spell it.
+fn access_name(a: crate::classify::Access) -> &'static str {
+    use crate::classify::Access;
+    match a {
+        Access::Read => "read",
+        Access::Sensitive => "sensitive",
+        Access::Write => "write",
+        Access::Unknown => "unknown",
+    }
 }
 
 impl AuditRecord {
     /// A record with a fresh decision id and the current time; everything else empty.
     pub fn new(principal: AuditPrincipal, method: &str, decision: AuditDecision) -> Self {
         AuditRecord {
+            schema: SCHEMA,
             decision_id: new_decision_id(),
             timestamp: rfc3339_now(),
             principal,
@@ -140,12 +213,14 @@ impl AuditRecord {
             method: method.to_owned(),
             tool: None,
             era: "session".to_owned(),
+            protocol_version: None,
             session: None,
             facts: AuditFacts::default(),
             arguments: None,
             decision,
             redactions: Vec::new(),
             upstream: None,
+            gateway: None,
             policy_revision: String::new(),
             duration_ms: 0.0,
         }
@@ -159,6 +234,7 @@ impl AuditRecord {
             id: p.id.clone(),
             groups: p.groups.clone(),
             auth: p.auth,
+            claims: p.claims.clone(),
         };
         let decision = AuditDecision {
             allow: o.decision.allow,
@@ -169,6 +245,11 @@ impl AuditRecord {
             redact: o.decision.redact.clone(),
         };
         let mut rec = AuditRecord::new(principal, &input.mcp.method, decision);
+        rec.protocol_version = input.mcp.protocol_version.clone();
+        rec.gateway = Some(AuditGateway {
+            mode: input.gateway.mode,
+            upstream: input.gateway.upstream.clone(),
+        });
         rec.client = AuditClient {
             name: input.client.name.clone(),
             version: input.client.version.clone(),
@@ -179,26 +260,7 @@ impl AuditRecord {
         }
         .to_owned();
         rec.session = o.session_id.map(session_hash);
-        let mut kinds: Vec<String> = input
-            .target
-            .resources
-            .iter()
-            .filter_map(|r| r.kind.clone())
-            .collect();
-        kinds.sort();
-        kinds.dedup();
-        rec.facts = AuditFacts {
-            cluster: input.target.cluster.clone(),
-            namespaces: input.target.namespaces.clone(),
-            all_namespaces: input.target.all_namespaces,
-            kinds,
-            operation: input.tool.as_ref().and_then(|t| t.operation.clone()),
-            access: input.tool.as_ref().and_then(|t| {
-                serde_json::to_value(t.access)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-            }),
-        };
+        rec.facts = AuditFacts::of(input.tool.as_ref(), &input.target);
         rec.tool = input.tool.as_ref().map(|t| t.name.clone());
         if let Some((args, arg_redactions)) = o.arguments {
             rec.arguments = Some(args.clone());
@@ -236,12 +298,77 @@ impl AuditRecord {
     }
 }
 
+impl AuditRecord {
+    /// The input document this record's decision was made on, rebuilt for `policy replay`.
+    /// The target facts (and the tool's access class and operation) are derived again from
+    /// the recorded arguments by `catalogue`, as the gateway derives them from a request;
+    /// the arguments are the recorded ones, so a value that was redacted is the redaction
+    /// marker, not the original. Schema 1 records have no claims, protocol version or
+    /// upstream: those are empty.
+    pub fn input(&self, catalogue: &crate::classify::Catalogue) -> Result<PolicyInput, String> {
+        let era = match self.era.as_str() {
+            "session" => Era::Session,
+            "stateless" => Era::Stateless,
+            other => return Err(format!("era {other:?} is neither session nor stateless")),
+        };
+        let (tool, target) = match &self.tool {
+            Some(name) => {
+                let args = self.arguments.as_ref().ok_or_else(|| {
+                    format!("the record names tool {name:?} but has no arguments")
+                })?;
+                let (tool, target) = catalogue.classify(name, args);
+                (Some(tool), target)
+            }
+            None => (None, TargetFacts::default()),
+        };
+        let gateway = match &self.gateway {
+            Some(g) => crate::policy::GatewayFacts {
+                mode: g.mode,
+                upstream: g.upstream.clone(),
+            },
+            None => crate::policy::GatewayFacts {
+                mode: self.decision.mode,
+                upstream: String::new(),
+            },
+        };
+        Ok(PolicyInput {
+            principal: crate::identity::Principal {
+                id: self.principal.id.clone(),
+                groups: self.principal.groups.clone(),
+                auth: self.principal.auth,
+                claims: self.principal.claims.clone(),
+            },
+            client: crate::policy::ClientInfo {
+                name: self.client.name.clone(),
+                version: self.client.version.clone(),
+            },
+            mcp: crate::policy::McpFacts {
+                method: self.method.clone(),
+                protocol_version: self.protocol_version.clone(),
+                era,
+            },
+            tool,
+            target,
+            gateway,
+        })
+    }
+
+    /// True when a redactor changed the arguments before they were recorded (the replayed
+    /// input then holds `[REDACTED:...]` where the caller sent a value).
+    pub fn arguments_redacted(&self) -> bool {
+        self.redactions
+            .iter()
+            .any(|r| r.path.starts_with("$.params.arguments"))
+    }
+}
+
 /// The record of a finished request serialised straight from what the pipeline holds:
 /// the same JSON as `AuditRecord::from_outcome` followed by `serde_json` (same fields, same
 /// order, same values), without first copying the principal, the arguments, the decision and
 /// the redactions into an owned [`AuditRecord`]. This is what the request path writes.
 #[derive(Serialize)]
 struct OutcomeRecord<'a> {
+    schema: u32,
     decision_id: &'a str,
     timestamp: &'a str,
     principal: OutcomePrincipal<'a>,
@@ -249,12 +376,14 @@ struct OutcomeRecord<'a> {
     method: &'a str,
     tool: Option<&'a str>,
     era: &'static str,
+    protocol_version: Option<&'a str>,
     session: Option<String>,
     facts: OutcomeFacts<'a>,
     arguments: Option<&'a serde_json::Value>,
     decision: OutcomeDecision<'a>,
     redactions: OutcomeRedactions<'a>,
     upstream: Option<AuditUpstream>,
+    gateway: OutcomeGateway<'a>,
     policy_revision: &'a str,
     duration_ms: f64,
 }
@@ -264,6 +393,14 @@ struct OutcomePrincipal<'a> {
     id: &'a str,
     groups: &'a [String],
     auth: AuthKind,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    claims: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct OutcomeGateway<'a> {
+    mode: PolicyMode,
+    upstream: &'a str,
 }
 
 #[derive(Serialize)]
@@ -366,12 +503,14 @@ impl<'a> OutcomeRecord<'a> {
             None
         };
         OutcomeRecord {
+            schema: SCHEMA,
             decision_id,
             timestamp,
             principal: OutcomePrincipal {
                 id: &p.id,
                 groups: &p.groups,
                 auth: p.auth,
+                claims: &p.claims,
             },
             client: OutcomeClient {
                 name: input.client.name.as_deref(),
@@ -383,6 +522,7 @@ impl<'a> OutcomeRecord<'a> {
                 Era::Session => "session",
                 Era::Stateless => "stateless",
             },
+            protocol_version: input.mcp.protocol_version.as_deref(),
             session: o.session_id.map(session_hash),
             facts: OutcomeFacts {
                 cluster: input.target.cluster.as_deref(),
@@ -406,6 +546,10 @@ impl<'a> OutcomeRecord<'a> {
                 response: o.redactions,
             },
             upstream,
+            gateway: OutcomeGateway {
+                mode: input.gateway.mode,
+                upstream: &input.gateway.upstream,
+            },
             policy_revision,
             duration_ms,
         }
@@ -992,7 +1136,10 @@ mod tests {
                 id: "alice@example.com".into(),
                 groups: vec!["platform-admins".into(), "team \"x\"".into()],
                 auth: AuthKind::Jwt,
-                claims: Default::default(),
+                claims: serde_json::json!({"iss": "https://idp.example.com", "tenant": "t1"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
             },
             client: ClientInfo {
                 name: Some("claude-code".into()),
@@ -1127,10 +1274,32 @@ mod tests {
             );
             let line = outcome_line(o, "rev-1").unwrap();
             assert!(line.ends_with(b"\n"));
+            // What `policy replay` reads back is the record that was written.
+            let read: AuditRecord = serde_json::from_slice(&line).unwrap();
+            assert_eq!(read.schema, SCHEMA);
+            assert_eq!(read.principal, rec.principal);
+            assert_eq!(read.protocol_version, rec.protocol_version);
+            assert_eq!(read.gateway, rec.gateway);
+            assert_eq!(read.arguments, rec.arguments);
+            assert_eq!(read.decision, rec.decision);
+            assert_eq!(read.facts, rec.facts);
             let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
             assert_eq!(parsed["policy_revision"], "rev-1");
             assert_eq!(parsed["decision_id"].as_str().unwrap().len(), 36);
         }
+    }
+
+    /// Records written before `schema` existed still read, as schema 1 without the fields
+    /// added since.
+    #[test]
+    fn schema_one_records_read_back() {
+        let line = r#"{"decision_id":"d1","timestamp":"2026-11-25T14:41:57.455Z","principal":{"id":"alice","groups":["g"],"auth":"jwt"},"client":{"name":null,"version":null},"method":"tools/call","tool":"list_k8s_resources","era":"session","session":null,"facts":{"cluster":"dev","namespaces":["payments"],"all_namespaces":false,"kinds":["Pod"],"operation":null,"access":"read"},"arguments":{"cluster_name":"dev"},"decision":{"allow":true,"mode":"enforce","enforced":true,"reasons":[],"rules":["reads.allowed"],"redact":["baseline"]},"redactions":[],"upstream":{"status":200,"latency_ms":1.5,"error":null},"policy_revision":"ffb195033f03c257","duration_ms":2.0}"#;
+        let rec: AuditRecord = serde_json::from_str(line).unwrap();
+        assert_eq!(rec.schema, 1);
+        assert!(rec.principal.claims.is_empty());
+        assert_eq!(rec.protocol_version, None);
+        assert_eq!(rec.gateway, None);
+        assert_eq!(rec.facts.kinds, vec!["Pod"]);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The `eks-mcp-gateway` command line: `serve`, `stdio`, `demo`, `check`, `policy test`,
-//! `policy eval`.
+//! `policy eval`, `policy replay`.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use eks_mcp_gateway::config::Config;
 
@@ -67,7 +67,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Policy tools: run the Rego unit tests, or evaluate one input.
+    /// Policy tools: run the Rego unit tests, evaluate one input, replay recorded traffic.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
@@ -90,6 +90,45 @@ enum PolicyCommand {
         #[arg(long, default_value = "policies")]
         dir: PathBuf,
     },
+    /// Replay recorded audit records (JSON lines) against a policy directory and report
+    /// which decisions would change: allow -> deny, deny -> allow, other reasons or
+    /// redaction. Compares with the recorded decisions, or with --baseline-dir's.
+    /// Exit status: 0 done, 1 error (a policy does not load, a file cannot be read,
+    /// nothing could be replayed), 2 --fail-on found flips of that kind.
+    Replay {
+        /// Audit files (current and rotated ones, in any order); `-` reads stdin.
+        #[arg(long, required = true, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// The policy directory to replay against (the change under review).
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+        /// Compare with this policy directory's decisions (e.g. the main branch's) instead
+        /// of the decisions recorded in the audit.
+        #[arg(long)]
+        baseline_dir: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReplayFormat::Text)]
+        format: ReplayFormat,
+        /// Exit with status 2 when flips of this kind are found.
+        #[arg(long, value_enum)]
+        fail_on: Option<FailOn>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReplayFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FailOn {
+    /// A denied request would now be allowed (the change widens access).
+    DenyToAllow,
+    /// An allowed request would now be denied (the change breaks someone's work).
+    AllowToDeny,
+    /// A flip in either direction.
+    Any,
 }
 
 fn main() -> ExitCode {
@@ -156,6 +195,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Policy {
+            command:
+                PolicyCommand::Replay {
+                    audit,
+                    dir,
+                    baseline_dir,
+                    format,
+                    fail_on,
+                },
+        } => replay(&audit, &dir, baseline_dir.as_deref(), format, fail_on),
+        Command::Policy {
             command: PolicyCommand::Eval { input, dir },
         } => {
             let text = match std::fs::read_to_string(&input) {
@@ -184,6 +233,60 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn replay(
+    audit: &[PathBuf],
+    dir: &Path,
+    baseline_dir: Option<&Path>,
+    format: ReplayFormat,
+    fail_on: Option<FailOn>,
+) -> ExitCode {
+    use eks_mcp_gateway::policy::{self, AuditSource};
+    let mut replayer = match policy::Replayer::load(dir, baseline_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sources: Vec<AuditSource> = audit.iter().map(|p| AuditSource::from_arg(p)).collect();
+    let report = match replayer.replay(&sources) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match format {
+        ReplayFormat::Text => print!("{}", report.to_text()),
+        ReplayFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        ),
+    }
+    if report.replayed == 0 {
+        eprintln!(
+            "error: no audit record could be replayed from {} ({} lines, {} skipped). Fix: pass the gateway's audit files (audit.sink) with --audit",
+            report.files.join(", "),
+            report.lines,
+            report.skipped
+        );
+        return ExitCode::FAILURE;
+    }
+    let fail_on = fail_on.map(|f| match f {
+        FailOn::DenyToAllow => policy::FailOn::DenyToAllow,
+        FailOn::AllowToDeny => policy::FailOn::AllowToDeny,
+        FailOn::Any => policy::FailOn::Any,
+    });
+    if fail_on.is_some_and(|f| report.fails(f)) {
+        eprintln!(
+            "policy replay: {} allow -> deny, {} deny -> allow; failing as --fail-on asks",
+            report.allow_to_deny, report.deny_to_allow
+        );
+        return ExitCode::from(2);
+    }
+    ExitCode::SUCCESS
 }
 
 fn default_policy_dir() -> PathBuf {

@@ -81,13 +81,7 @@ impl Gateway {
             Arc::new(PolicyHandle::load(&config.policy).with_context(|| {
                 format!("loading policies from {}", config.policy.dir.display())
             })?);
-        let redaction_file = config.policy.dir.join("redaction.yaml");
-        let redactor = if redaction_file.exists() {
-            Redactor::from_file(&redaction_file)
-                .with_context(|| format!("loading {}", redaction_file.display()))?
-        } else {
-            Redactor::builtin()
-        };
+        let redactor = crate::policy::redactor_for(&config.policy.dir)?;
         let signer = match options.signer {
             Some(s) => Some(s),
             None => Signer::from_config(&config.signing, upstream.uri())
@@ -275,7 +269,13 @@ impl Gateway {
             gateway: self.gateway_facts(),
         });
         let decision = self.decide(&policy, &input);
-        let mut log = RequestLog::new(input.clone(), &decision, self.config.policy.mode, started);
+        let mut log = RequestLog::new(
+            input.clone(),
+            &decision,
+            self.config.policy.mode,
+            started,
+            policy.revision(),
+        );
         log.arguments = self.redacted_arguments(&input);
         log.session_id = mcp::header_str(&client_headers, mcp::H_SESSION_ID).map(str::to_owned);
         telemetry::record_decision(
@@ -395,7 +395,13 @@ impl Gateway {
         });
         let policy = self.policy.current();
         let decision = self.decide(&policy, &input);
-        let mut log = RequestLog::new(input.clone(), &decision, self.config.policy.mode, started);
+        let mut log = RequestLog::new(
+            input.clone(),
+            &decision,
+            self.config.policy.mode,
+            started,
+            policy.revision(),
+        );
         log.session_id = mcp::header_str(headers, mcp::H_SESSION_ID).map(str::to_owned);
         if !decision.allow && self.config.policy.mode == PolicyMode::Enforce {
             log.emit(&self).await;
@@ -613,16 +619,7 @@ impl Gateway {
         metrics::global()
             .policy_eval_seconds
             .observe(t.elapsed().as_secs_f64());
-        // Reasons may quote arguments (a Secret's name, a namespace); whatever a client put
-        // there, no secret-looking value leaves in a deny message, a log or an audit record.
-        for reason in &mut d.reasons {
-            let (clean, found) = self
-                .redactor
-                .redact_text(reason, &[crate::redact::BASELINE.to_owned()]);
-            if !found.is_empty() {
-                *reason = clean.into_owned();
-            }
-        }
+        d.redact_reasons(&self.redactor);
         d
     }
 
@@ -706,6 +703,9 @@ pub struct RequestLog {
     pub input: Arc<PolicyInput>,
     pub decision: Decision,
     pub mode: PolicyMode,
+    /// The revision of the policy that decided (a hot reload may swap it before the record
+    /// is written).
+    pub policy_revision: String,
     pub started: Instant,
     pub arguments: Option<(Value, Vec<Redaction>)>,
     pub redactions: Vec<Redaction>,
@@ -722,11 +722,13 @@ impl RequestLog {
         decision: &Decision,
         mode: PolicyMode,
         started: Instant,
+        policy_revision: &str,
     ) -> Self {
         RequestLog {
             input,
             decision: decision.clone(),
             mode,
+            policy_revision: policy_revision.to_owned(),
             started,
             arguments: None,
             redactions: Vec::new(),
@@ -786,8 +788,11 @@ impl RequestLog {
             error: self.error.as_deref(),
             session_id: self.session_id.as_deref(),
         };
-        let policy = gw.policy.current();
-        if let Err(e) = gw.audit.record_outcome(&outcome, policy.revision()).await {
+        if let Err(e) = gw
+            .audit
+            .record_outcome(&outcome, &self.policy_revision)
+            .await
+        {
             tracing::error!(error = %e, "audit record could not be written");
         }
     }

@@ -13,6 +13,7 @@ mod bundle;
 #[cfg(test)]
 mod equivalence;
 mod reload;
+mod replay;
 mod testing;
 mod value;
 
@@ -28,6 +29,7 @@ use crate::identity::{AuthKind, Principal};
 
 use bundle::{FileRole, Snapshot};
 pub use reload::PolicyHandle;
+pub use replay::{AuditSource, FailOn, ReplayReport, Replayer, replay_bytes};
 pub use testing::{TestReport, TestResult, eval_file, format_report, run_tests};
 
 /// Rule id of a decision the gateway made because the policy could not.
@@ -119,9 +121,36 @@ impl Decision {
         }
     }
 
+    /// Reasons may quote arguments (a Secret's name, a namespace); whatever a client put
+    /// there, no secret-looking value leaves in a deny message, a log or an audit record.
+    /// The gateway applies this to every decision, and `policy replay` to the decisions it
+    /// compares with recorded ones.
+    pub fn redact_reasons(&mut self, redactor: &crate::redact::Redactor) {
+        let baseline = [crate::redact::BASELINE.to_owned()];
+        for reason in &mut self.reasons {
+            let (clean, found) = redactor.redact_text(reason, &baseline);
+            if !found.is_empty() {
+                *reason = clean.into_owned();
+            }
+        }
+    }
+
     /// True when the gateway, not the policy, made this decision.
     pub fn is_fail_closed(&self) -> bool {
         self.rules.iter().any(|r| r == FAIL_CLOSED_RULE)
+    }
+}
+
+/// The redactor of a policy directory: its `redaction.yaml`, or the built-in profiles when
+/// it has none.
+pub fn redactor_for(dir: &Path) -> anyhow::Result<crate::redact::Redactor> {
+    use anyhow::Context as _;
+    let file = dir.join("redaction.yaml");
+    if file.exists() {
+        crate::redact::Redactor::from_file(&file)
+            .with_context(|| format!("loading {}", file.display()))
+    } else {
+        Ok(crate::redact::Redactor::builtin())
     }
 }
 

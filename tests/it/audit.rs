@@ -26,6 +26,7 @@ fn record(n: usize) -> AuditRecord {
         id: format!("user-{n}"),
         groups: vec!["dev".into()],
         auth: AuthKind::Jwt,
+        claims: Default::default(),
     };
     let decision = AuditDecision {
         allow: !n.is_multiple_of(3),

@@ -9,6 +9,7 @@ mod identity;
 mod interop;
 mod policy;
 mod redaction;
+mod replay;
 mod signing;
 mod sim;
 mod stdio;
