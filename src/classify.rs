@@ -21,6 +21,8 @@ use serde_json::{Map, Value};
 use crate::manifest::ManifestLimits;
 use crate::policy::PolicyError;
 
+mod names;
+
 /// File name of the catalogue inside the policy directory.
 pub const CATALOGUE_FILE: &str = "catalogue.yaml";
 
@@ -433,9 +435,21 @@ impl Catalogue {
                             None
                         }
                     };
-                    // Point the argument resource at the body for content checks.
+                    let body_name = match body.get("metadata").and_then(|m| m.get("name")) {
+                        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                        None | Some(Value::Null) | Some(Value::String(_)) => None,
+                        Some(_) => {
+                            b.error(format!("`{body_arg}.metadata.name` is not a string"));
+                            None
+                        }
+                    };
+                    // Point the argument resource at the body for content checks; without a
+                    // name argument the upstream creates the body's name.
                     if let Some(r) = b.facts.resources.first_mut() {
                         r.object = Some(idx);
+                        if r.name.is_none() {
+                            r.name = body_name;
+                        }
                     }
                     // A body kind that differs from the argument is a second fact.
                     let arg_kind = b.facts.resources.first().and_then(|r| r.kind.clone());
@@ -545,6 +559,8 @@ impl Catalogue {
             b.add_namespace(ns);
         }
 
+        b.check_names();
+
         // Reads returning whole objects of a sensitive kind (Secret) are sensitive.
         if access == Access::Read
             && spec.reads_objects
@@ -587,6 +603,47 @@ impl Builder<'_> {
                 existing.push_str(&message);
             }
             None => self.facts.parse_error = Some(message),
+        }
+    }
+
+    /// Every cluster, namespace, name, kind and api version fact must be one Kubernetes (and
+    /// EKS) would accept: the upstream puts them into URLs unescaped (see `names`).
+    fn check_names(&mut self) {
+        let mut problems = Vec::new();
+        let mut check = |what: &str, value: &str, source: &str, problem: Option<&str>| {
+            if let Some(problem) = problem {
+                problems.push(format!("{what} {} ({source}) {problem}", shown(value)));
+            }
+        };
+        if let Some(cluster) = &self.facts.cluster {
+            check(
+                "cluster",
+                cluster,
+                "arguments",
+                names::cluster_problem(cluster),
+            );
+        }
+        for ns in &self.facts.namespaces {
+            check("namespace", ns, "namespaces", names::namespace_problem(ns));
+        }
+        for r in &self.facts.resources {
+            let src = r.source.as_str();
+            if let Some(ns) = &r.namespace {
+                check("namespace", ns, src, names::namespace_problem(ns));
+            }
+            if let Some(name) = &r.name {
+                check("name", name, src, names::object_name_problem(name));
+            }
+            if let Some(kind) = &r.kind_given {
+                check("kind", kind, src, names::kind_problem(kind));
+            }
+            if let Some(v) = &r.api_version {
+                check("api version", v, src, names::api_version_problem(v));
+            }
+        }
+        problems.dedup();
+        for p in problems {
+            self.error(p);
         }
     }
 
@@ -717,6 +774,14 @@ impl Builder<'_> {
 fn check_manifest(text: &str, limits: &ManifestLimits) -> Result<(), String> {
     crate::manifest::check(text, limits)
         .map_err(|e| format!("is over the gateway's manifest limits: {e}"))
+}
+
+/// A caller's value for a message: quoted, escaped, and cut at 80 characters.
+fn shown(value: &str) -> String {
+    match value.char_indices().nth(80) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
+    }
 }
 
 /// Parse a multi-document YAML manifest into JSON documents.
@@ -1056,6 +1121,85 @@ mod tests {
             docs[0]["spec"]["containers"][0]["securityContext"]["privileged"],
             json!(true)
         );
+    }
+
+    #[test]
+    fn names_that_are_not_kubernetes_names_are_parse_errors_wherever_they_hide() {
+        let c = cat();
+        let err = |tool: &str, args: Value| {
+            let (_, t) = c.classify(tool, &args);
+            t.parse_error
+                .unwrap_or_else(|| panic!("{tool} {args} was accepted"))
+        };
+        let e = err(
+            "list_k8s_resources",
+            json!({"cluster_name": "dev", "kind": "Secret", "api_version": "v1",
+                   "namespace": "payments-x/../kube-system"}),
+        );
+        assert!(e.contains("namespace \"payments-x/../kube-system\""), "{e}");
+        let e = err(
+            "manage_k8s_resource",
+            json!({"operation": "delete", "cluster_name": "dev", "kind": "ConfigMap",
+                   "api_version": "v1", "namespace": "payments",
+                   "name": "../../../namespaces/kube-system"}),
+        );
+        assert!(e.contains("name") && e.contains("path separator"), "{e}");
+        err(
+            "manage_k8s_resource",
+            json!({"operation": "create", "cluster_name": "dev", "kind": "ConfigMap",
+                   "api_version": "v1",
+                   "body": {"metadata": {"name": "x?dryRun=All", "namespace": "payments"}}}),
+        );
+        err(
+            "manage_k8s_resource",
+            json!({"operation": "create", "cluster_name": "dev", "kind": "ConfigMap",
+                   "api_version": "v1", "name": "x",
+                   "body": {"metadata": {"namespace": "payments/../kube-system"}}}),
+        );
+        err(
+            "read_k8s_resource",
+            json!({"cluster_name": "dev", "kind": "Secret/..", "api_version": "v1",
+                   "name": "x", "namespace": "payments"}),
+        );
+        err(
+            "read_k8s_resource",
+            json!({"cluster_name": "dev", "kind": "ConfigMap", "api_version": "v1/../../apis/x",
+                   "name": "x", "namespace": "payments"}),
+        );
+        err(
+            "get_pod_logs",
+            json!({"cluster_name": "dev", "pod_name": "p#x", "namespace": "payments"}),
+        );
+        err(
+            "list_k8s_resources",
+            json!({"cluster_name": "dev/../prod", "kind": "Pod", "api_version": "v1",
+                   "namespace": "payments"}),
+        );
+        err(
+            "apply_yaml",
+            json!({"cluster_name": "dev", "namespace": "payments",
+                   "yaml_content": "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a, namespace: \"payments-x/../kube-system\"}}\n"}),
+        );
+        err(
+            "apply_yaml",
+            json!({"cluster_name": "dev", "namespace": "payments/..",
+                   "yaml_content": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"}),
+        );
+        // Valid names pass, with RBAC's colons.
+        let (_, t) = c.classify(
+            "manage_k8s_resource",
+            &json!({"operation": "read", "cluster_name": "dev", "kind": "ClusterRole",
+                    "api_version": "rbac.authorization.k8s.io/v1",
+                    "name": "system:controller:job-controller"}),
+        );
+        assert_eq!(t.parse_error, None);
+        // Without a name argument, the body's name is the fact.
+        let (_, t) = c.classify(
+            "manage_k8s_resource",
+            &json!({"operation": "create", "cluster_name": "dev", "kind": "ConfigMap",
+                    "api_version": "v1", "body": {"metadata": {"name": "cm", "namespace": "web"}}}),
+        );
+        assert_eq!(t.resources[0].name.as_deref(), Some("cm"));
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! is per instance and shared by all sessions and both eras.
 
 mod aws;
+mod paths;
 mod rpc;
 mod sigv4;
 mod tools;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::ToolNames;
 use super::aws;
-use super::world::{K8sError, World, strip_nulls};
+use super::world::{ApiResource, K8sError, World, strip_nulls};
 
 const HOSTED_TOOLS: &str = include_str!("tools-hosted.json");
 const OSS_TOOLS: &str = include_str!("tools-oss.json");
@@ -363,8 +363,20 @@ fn list_k8s_resources(world: &mut World, a: &Args) -> ToolOutput {
             );
         }
     };
+    // The path the upstream requests, as the API server routes it (`..` resolved).
+    let route = match world.route_request(&res, None, namespace) {
+        Ok(route) if route.name.is_none() => route,
+        Ok(route) => {
+            return fail(format!(
+                "the response for {} {} is an object, not a list",
+                route.res.kind,
+                route.name.unwrap_or_default()
+            ));
+        }
+        Err(e) => return fail(e.to_string()),
+    };
     let items: Vec<Value> = world
-        .list(cluster, &res, namespace)
+        .list(cluster, &route.res, route.namespace.as_deref())
         .into_iter()
         .filter(|o| labels_match(o, &labels) && fields_match(o, &fields))
         .map(|o| {
@@ -416,9 +428,15 @@ fn read_k8s_resource(world: &mut World, a: &Args) -> ToolOutput {
                 .cloned()
         })
         .and_then(|res| {
-            world
-                .get(cluster, &res, namespace, name)
-                .map_err(|e| e.to_string())
+            let route = world
+                .route_request(&res, Some(name), namespace)
+                .map_err(|e| e.to_string())?;
+            match &route.name {
+                Some(routed) => world
+                    .get(cluster, &route.res, route.namespace.as_deref(), routed)
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("the path for {name} names a list, not an object")),
+            }
         });
     match result {
         Ok(obj) => ToolOutput::success(
@@ -481,13 +499,7 @@ fn manage_k8s_resource(world: &mut World, a: &Args) -> ToolOutput {
     let empty = json!({});
     let body = body.unwrap_or(&empty);
     let name_arg = name.unwrap_or_default();
-    let outcome = match operation {
-        "create" => world.create(cluster, &res, namespace, name, body),
-        "replace" => world.replace(cluster, &res, namespace, name, body),
-        "patch" => world.patch(cluster, &res, namespace, name_arg, body),
-        "delete" => world.delete(cluster, &res, namespace, name_arg),
-        _ => world.get(cluster, &res, namespace, name_arg),
-    };
+    let outcome = dynamic_client_request(world, cluster, &res, operation, name, namespace, body);
     let obj = match outcome {
         Ok(obj) => obj,
         Err(e) => return fail(e.to_string()),
@@ -530,6 +542,83 @@ fn manage_k8s_resource(world: &mut World, a: &Args) -> ToolOutput {
             format!("{verb} {target} on cluster {cluster}"),
             list_changed,
         )
+    }
+}
+
+/// One `manage_k8s_resource` operation as the dynamic client sends it and the API server acts
+/// on it: the body gets the argument's name and namespace, the namespace falls back to the
+/// body's (`ensure_namespace`), the request path is built unescaped and routed with `..`
+/// resolved, and the API server refuses a body whose namespace differs from the path's.
+fn dynamic_client_request(
+    world: &mut World,
+    cluster: &str,
+    res: &ApiResource,
+    operation: &str,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    body: &Value,
+) -> Result<Value, K8sError> {
+    let mut body = body.clone();
+    if let Some(map) = body.as_object_mut() {
+        let meta = map.entry("metadata").or_insert_with(|| json!({}));
+        if let (Some(meta), Some(name)) = (meta.as_object_mut(), name) {
+            meta.insert("name".into(), json!(name));
+        }
+        if let (Some(meta), Some(ns)) = (meta.as_object_mut(), namespace) {
+            meta.insert("namespace".into(), json!(ns));
+        }
+    }
+    let body_ns = body
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let namespace = match operation {
+        "create" | "replace" | "patch" if res.namespaced => Some(
+            namespace
+                .map(str::to_owned)
+                .or(body_ns.clone())
+                .ok_or_else(|| {
+                    K8sError::bad_request(format!(
+                        "Namespace is required for {}.{}",
+                        res.api_version, res.kind
+                    ))
+                })?,
+        ),
+        _ => namespace.map(str::to_owned),
+    };
+    let path_name = if operation == "create" { None } else { name };
+    let route = world.route_request(res, path_name, namespace.as_deref())?;
+    let routed_ns = route.namespace.as_deref();
+    if operation != "create" && route.name.is_none() {
+        return Err(K8sError::not_found(format!(
+            "the path for {name_arg} names a collection, not an object",
+            name_arg = name.unwrap_or_default()
+        )));
+    }
+    if matches!(operation, "create" | "replace")
+        && route.res.namespaced
+        && body_ns.as_deref().is_some_and(|b| Some(b) != routed_ns)
+    {
+        return Err(K8sError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .to_string(),
+        ));
+    }
+    let body_name = body.pointer("/metadata/name").and_then(Value::as_str);
+    if operation == "replace" && body_name != route.name.as_deref() {
+        return Err(K8sError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({})",
+            body_name.unwrap_or_default(),
+            route.name.as_deref().unwrap_or_default()
+        )));
+    }
+    let routed_name = route.name.as_deref().unwrap_or_default();
+    match operation {
+        "create" => world.create(cluster, &route.res, routed_ns, None, &body),
+        "replace" => world.replace(cluster, &route.res, routed_ns, route.name.as_deref(), &body),
+        "patch" => world.patch(cluster, &route.res, routed_ns, routed_name, &body),
+        "delete" => world.delete(cluster, &route.res, routed_ns, routed_name),
+        _ => world.get(cluster, &route.res, routed_ns, routed_name),
     }
 }
 
@@ -630,16 +719,28 @@ fn apply_yaml(world: &mut World, a: &Args, names: ToolNames) -> ToolOutput {
             Err(e) => return fail(e.to_string()),
         };
         let ns_arg = res.namespaced.then_some(ns);
-        match world.create(cluster, &res, ns_arg, None, doc) {
-            Ok(_) => {
-                created += 1;
-                out_changes.push((
-                    format!("created {target} on cluster {cluster}"),
-                    res.kind == "Namespace",
-                ));
-            }
-            Err(e) if e.status == 409 && force => {
-                match world.patch(cluster, &res, ns_arg, name, doc) {
+        // The upstream asks whether the object exists (a GET of its path), then patches that
+        // same path or creates under the collection: both paths built unescaped, `..` resolved.
+        let existing = world
+            .route_request(&res, Some(name), ns_arg)
+            .ok()
+            .filter(|r| {
+                r.name.as_deref().is_some_and(|n| {
+                    world
+                        .get(cluster, &r.res, r.namespace.as_deref(), n)
+                        .is_ok()
+                })
+            });
+        match existing {
+            Some(route) if force => {
+                let routed_name = route.name.as_deref().unwrap_or_default();
+                match world.patch(
+                    cluster,
+                    &route.res,
+                    route.namespace.as_deref(),
+                    routed_name,
+                    doc,
+                ) {
                     Ok(_) => {
                         updated += 1;
                         out_changes.push((format!("updated {target} on cluster {cluster}"), false));
@@ -647,7 +748,16 @@ fn apply_yaml(world: &mut World, a: &Args, names: ToolNames) -> ToolOutput {
                     Err(e) => return fail(e.to_string()),
                 }
             }
-            Err(e) => return fail(e.to_string()),
+            _ => match dynamic_client_request(world, cluster, &res, "create", None, ns_arg, doc) {
+                Ok(_) => {
+                    created += 1;
+                    out_changes.push((
+                        format!("created {target} on cluster {cluster}"),
+                        res.kind == "Namespace",
+                    ));
+                }
+                Err(e) => return fail(e.to_string()),
+            },
         }
     }
     let mut out = ToolOutput::success(

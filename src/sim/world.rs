@@ -196,28 +196,28 @@ pub(crate) struct K8sError {
 }
 
 impl K8sError {
-    fn not_found(message: String) -> Self {
+    pub(crate) fn not_found(message: String) -> Self {
         Self {
             status: 404,
             reason: "Not Found",
             message,
         }
     }
-    fn bad_request(message: String) -> Self {
+    pub(crate) fn bad_request(message: String) -> Self {
         Self {
             status: 400,
             reason: "Bad Request",
             message,
         }
     }
-    fn conflict(message: String) -> Self {
+    pub(crate) fn conflict(message: String) -> Self {
         Self {
             status: 409,
             reason: "Conflict",
             message,
         }
     }
-    fn invalid(message: String) -> Self {
+    pub(crate) fn invalid(message: String) -> Self {
         Self {
             status: 422,
             reason: "Unprocessable Entity",
@@ -373,6 +373,26 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
         m,
         d,
     )
+}
+
+/// The API server's name rule for `kind`: RBAC objects take any path segment, a Namespace a
+/// DNS-1123 label, everything else a DNS-1123 subdomain.
+fn valid_object_name(kind: &str, name: &str) -> bool {
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    match kind {
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => {
+            name != "." && name != ".." && !name.contains(['/', '%'])
+        }
+        "Namespace" => label(name),
+        _ => name.len() <= 253 && name.split('.').all(label),
+    }
 }
 
 fn name_of(obj: &Value) -> Option<&str> {
@@ -723,6 +743,12 @@ impl World {
                 res.kind
             ))
         })?;
+        if !valid_object_name(&res.kind, &name) {
+            return Err(K8sError::invalid(format!(
+                "{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'",
+                res.kind
+            )));
+        }
         let ns = if res.namespaced {
             Some(namespace_of(&obj).map(str::to_owned).ok_or_else(|| {
                 K8sError::bad_request(format!(

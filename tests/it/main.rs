@@ -2,6 +2,7 @@
 mod harness;
 
 mod audit;
+mod bypasses;
 mod core;
 mod credentials;
 mod faults;
