@@ -777,6 +777,9 @@ impl AuditSink {
             sink: target.describe(),
             capacity: cfg.queue_size,
         });
+        metrics::global()
+            .audit_queue_capacity
+            .set(cfg.queue_size as i64);
         let (tx, rx) = mpsc::channel(cfg.queue_size);
         let writer = Writer {
             target,

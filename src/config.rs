@@ -115,6 +115,11 @@ pub struct LimitsConfig {
     /// Most Kubernetes objects one call may name (documents and `List` items).
     #[serde(default = "d_manifest_objects")]
     pub max_manifest_objects: usize,
+    /// After SIGTERM, how long new requests are still accepted and served while `/readyz`
+    /// already answers 503, so load balancers (a Kubernetes Service's endpoints) stop sending
+    /// traffic before the listener closes. Then `shutdown_grace` applies.
+    #[serde(default, with = "duration_str")]
+    pub shutdown_delay: Duration,
 }
 
 impl LimitsConfig {
@@ -169,6 +174,7 @@ impl Default for LimitsConfig {
             max_manifest_documents: d_manifest_documents(),
             max_manifest_values: d_manifest_values(),
             max_manifest_objects: d_manifest_objects(),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -350,6 +356,12 @@ pub struct JwtAuthConfig {
     /// /var/run/secrets/kubernetes.io/serviceaccount/ca.crt).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Kubernetes ServiceAccount tokens: when a token carries the `kubernetes.io` claim
+    /// (namespace and service account), add the groups the Kubernetes API server gives such
+    /// a token, `system:serviceaccounts` and `system:serviceaccounts:<namespace>`, after
+    /// checking that `sub` is `system:serviceaccount:<namespace>:<name>`.
+    #[serde(default)]
+    pub service_account_groups: bool,
 }
 
 fn d_jwks_refresh() -> Duration {

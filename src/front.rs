@@ -156,6 +156,13 @@ fn readiness(gw: &Gateway) -> Response<GatewayBody> {
         ready &= ok;
         checks.insert(name.into(), serde_json::json!({"ok": ok, "detail": detail}));
     };
+    if gw.is_draining() {
+        check(
+            "shutdown",
+            false,
+            "shutting down: finishing in-flight requests, taking no new traffic".into(),
+        );
+    }
     let revision = gw.policy.current().revision().to_owned();
     match gw.policy.last_reload_error() {
         // The previous policy stays in force, so the replica still serves safely; the
@@ -184,7 +191,12 @@ fn readiness(gw: &Gateway) -> Response<GatewayBody> {
     };
     json_response(
         status,
-        &serde_json::json!({"ready": ready, "checks": checks}),
+        &serde_json::json!({
+            "ready": ready,
+            "version": crate::VERSION,
+            "policy_revision": revision,
+            "checks": checks,
+        }),
     )
 }
 
@@ -314,20 +326,47 @@ pub async fn run(
         None => None,
     };
     let gateway = Gateway::build(config).await?;
+    serve_gateway(gateway, listener, ops_listener, shutdown).await
+}
+
+/// Serve `gateway` on its MCP listener (and the operational one, if any) until `shutdown`
+/// resolves, then drain as configured and flush the audit trail.
+pub async fn serve_gateway(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    ops_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Shutdown in three steps: /readyz turns 503 at once; the MCP listener keeps serving for
+    // `limits.shutdown_delay` (load balancers see the 503 and stop sending); then it stops
+    // accepting and in-flight requests get `limits.shutdown_grace`. The operational listener
+    // answers (503 on /readyz) until the audit trail is flushed.
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let draining = gateway.clone();
     tokio::spawn(async move {
         shutdown.await;
+        draining.start_draining();
+        let delay = draining.config.limits.shutdown_delay;
+        tracing::info!(
+            ?delay,
+            "shutdown requested: /readyz answers 503; new requests are served for limits.shutdown_delay"
+        );
+        tokio::time::sleep(delay).await;
         let _ = tx.send(true);
     });
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    let (ops_tx, ops_rx) = tokio::sync::watch::channel(false);
     let ops_task =
-        ops_listener.map(|l| tokio::spawn(serve(gateway.clone(), l, Role::Ops, wait(rx.clone()))));
+        ops_listener.map(|l| tokio::spawn(serve(gateway.clone(), l, Role::Ops, wait(ops_rx))));
     tracing::info!(
+        version = crate::VERSION,
+        policy_revision = %gateway.policy.current().revision(),
         listen = %gateway.config.listen,
         upstream = %gateway.config.upstream.url,
-        "eks-mcp-gateway serving MCP at http://{}{}",
+        "eks-mcp-gateway {} serving MCP at http://{}{}",
+        crate::VERSION,
         gateway.config.listen,
         gateway.config.mcp_path
     );
@@ -340,10 +379,11 @@ pub async fn run(
         wait(rx),
     )
     .await?;
+    flush_audit(&gateway).await;
+    let _ = ops_tx.send(true);
     if let Some(t) = ops_task {
         let _ = t.await;
     }
-    flush_audit(&gateway).await;
     Ok(())
 }
 

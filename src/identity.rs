@@ -504,7 +504,7 @@ impl JwtVerifier {
                 )));
             }
         };
-        let groups = match claims.get(&self.cfg.groups_claim) {
+        let mut groups: Vec<String> = match claims.get(&self.cfg.groups_claim) {
             Some(Value::Array(items)) => items
                 .iter()
                 .filter_map(Value::as_str)
@@ -513,6 +513,13 @@ impl JwtVerifier {
             Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
         };
+        if self.cfg.service_account_groups {
+            for g in service_account_groups(&claims)? {
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+        }
         for c in WITHHELD_CLAIMS {
             claims.remove(*c);
         }
@@ -523,6 +530,40 @@ impl JwtVerifier {
             claims,
         })
     }
+}
+
+/// The groups the Kubernetes API server puts a ServiceAccount token's holder in, from the
+/// token's `kubernetes.io` claim: `system:serviceaccounts` and
+/// `system:serviceaccounts:<namespace>`. None for a token without that claim. A token whose
+/// claim is malformed, or whose `sub` is not the service account the claim names, is refused:
+/// the groups and the principal must describe the same account.
+fn service_account_groups(claims: &Map<String, Value>) -> Result<Vec<String>, AuthError> {
+    let Some(k8s) = claims.get("kubernetes.io") else {
+        return Ok(Vec::new());
+    };
+    let field = |path: &[&str]| {
+        path.iter()
+            .try_fold(k8s, |v, key| v.get(*key))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let (Some(namespace), Some(name)) = (field(&["namespace"]), field(&["serviceaccount", "name"]))
+    else {
+        return Err(AuthError::InvalidToken(
+            "the kubernetes.io claim names no namespace and service account".into(),
+        ));
+    };
+    let expected = format!("system:serviceaccount:{namespace}:{name}");
+    if claims.get("sub").and_then(Value::as_str) != Some(expected.as_str()) {
+        return Err(AuthError::InvalidToken(format!(
+            "the token's sub is not {:?}, the service account its kubernetes.io claim names",
+            clip(&expected)
+        )));
+    }
+    Ok(vec![
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{namespace}"),
+    ])
 }
 
 impl KeySet {

@@ -7,6 +7,10 @@
 //!       → sign, credentials → forward → sse, redact (filter) → audit, metrics, telemetry
 //!
 //! `sim` is the embedded EKS-like upstream (demo, tests, benches); `demo` wires the two.
+/// This build's version (the crate version), reported at start, on `/readyz` and as
+/// `mcp_gateway_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub mod audit;
 pub mod classify;
 pub mod config;

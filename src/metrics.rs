@@ -34,6 +34,9 @@ const UPSTREAM_BUCKETS: &[f64] = &[
 /// The value used for the `tool` label when a tool is not in the catalogue.
 pub const OTHER_TOOL: &str = "other";
 
+/// The `group` label for callers in none of the policy data's groups.
+pub const OTHER_GROUP: &str = "other";
+
 /// The label value for a tool name: the name itself when the catalogue knows it, otherwise
 /// [`OTHER_TOOL`], so a caller cannot create label values at will. Use `""` for methods that
 /// have no tool.
@@ -68,6 +71,13 @@ pub struct Metrics {
     pub policy_eval_errors_total: IntCounter,
     /// Policy reload attempts. Label: `result` (`ok`, `error`).
     pub policy_reloads_total: IntCounterVec,
+    /// 1 while the newest policy files fail to load (the previous policy stays in force),
+    /// 0 otherwise.
+    pub policy_reload_failing: IntGauge,
+    /// MCP requests by the caller's groups that the policy data names (`data.gateway.groups`
+    /// keys; callers in none of them count once as `other`). Labels: `group`, `decision` (as
+    /// in `requests_total`).
+    pub group_requests_total: IntCounterVec,
     /// The loaded policy revision (value 1). Label: `revision`. Set through
     /// [`Metrics::set_policy_revision`] so only the current revision is exported.
     pub policy_revision_info: IntGaugeVec,
@@ -78,6 +88,8 @@ pub struct Metrics {
     pub upstream_responses_total: IntCounterVec,
     /// Upstream 401/403 answers (signature or credential problems).
     pub upstream_auth_failures_total: IntCounter,
+    /// Upstream 429 answers (the EKS MCP server throttling the gateway).
+    pub upstream_throttled_total: IntCounter,
     /// Redactions applied to results. Label: `detector`.
     pub redactions_total: IntCounterVec,
     /// Sessions open (initialize seen minus DELETE; best effort, a replica only sees its own).
@@ -92,6 +104,8 @@ pub struct Metrics {
     pub role_session_cache_total: IntCounterVec,
     /// Audit records waiting for the writer.
     pub audit_queue_depth: IntGauge,
+    /// Size of the audit queue (`audit.queue_size`), for alerts on how full it is.
+    pub audit_queue_capacity: IntGauge,
     /// Audit records by outcome. Label: `result`: `written`, `rejected` (refused in
     /// `fail_closed` mode), `disabled` (`sink: none`), `write_error` (failed write attempts;
     /// the batch is retried, so this counts attempts, not lost records).
@@ -99,6 +113,8 @@ pub struct Metrics {
     /// Failed caller authentications. Label: `reason` (`missing`, `invalid`, `expired`,
     /// `unknown_key`, `jwks_unavailable`, `config`); see `identity::AuthError::reason`.
     pub auth_failures_total: IntCounterVec,
+    /// This build (value 1). Label: `version`.
+    pub build_info: IntGaugeVec,
     /// MCP semantic-convention server operation duration. Labels: `mcp_method_name`,
     /// `error_type` (`""` on success, a JSON-RPC code, or `tool_error`).
     pub mcp_server_operation_duration_seconds: HistogramVec,
@@ -143,7 +159,38 @@ fn histogram_vec(
 }
 
 impl Metrics {
+    /// A registry with every metric, and the series of every fixed label value at zero: an
+    /// alert on `increase(...{result="error"}[5m])` needs the series to exist before the
+    /// first error, or the first error is never seen as an increase.
     fn new() -> Self {
+        let m = Self::unset();
+        for result in ["ok", "error"] {
+            m.policy_reloads_total.with_label_values(&[result]);
+            m.credential_refreshes_total.with_label_values(&[result]);
+        }
+        for result in ["hit", "miss", "error"] {
+            m.role_session_cache_total.with_label_values(&[result]);
+        }
+        for result in ["written", "rejected", "disabled", "write_error"] {
+            m.audit_records_total.with_label_values(&[result]);
+        }
+        for class in ["2xx", "3xx", "4xx", "5xx", "timeout", "unavailable"] {
+            m.upstream_responses_total.with_label_values(&[class]);
+        }
+        for reason in [
+            "missing",
+            "invalid",
+            "expired",
+            "unknown_key",
+            "jwks_unavailable",
+            "config",
+        ] {
+            m.auth_failures_total.with_label_values(&[reason]);
+        }
+        m
+    }
+
+    fn unset() -> Self {
         let r = Registry::new();
         let policy_eval_seconds = Histogram::with_opts(
             HistogramOpts::new(
@@ -165,6 +212,17 @@ impl Metrics {
         .expect("valid metric definition");
         r.register(Box::new(policy_revision_info.clone()))
             .expect("metric registered once");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "mcp_gateway_build_info",
+                "The running build (value 1), by version.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(build_info.clone()))
+            .expect("metric registered once");
+        build_info.with_label_values(&[crate::VERSION]).set(1);
         Metrics {
             requests_total: counter_vec(
                 &r,
@@ -190,6 +248,17 @@ impl Metrics {
                 "Policy reload attempts, by result.",
                 &["result"],
             ),
+            policy_reload_failing: gauge(
+                &r,
+                "mcp_gateway_policy_reload_failing",
+                "1 while the newest policy files fail to load (the previous policy stays in force).",
+            ),
+            group_requests_total: counter_vec(
+                &r,
+                "mcp_gateway_group_requests_total",
+                "MCP requests by the caller's policy groups and decision.",
+                &["group", "decision"],
+            ),
             policy_revision_info,
             upstream_request_seconds: histogram_vec(
                 &r,
@@ -208,6 +277,11 @@ impl Metrics {
                 &r,
                 "mcp_gateway_upstream_auth_failures_total",
                 "Upstream 401/403 answers (signature or credential problems).",
+            ),
+            upstream_throttled_total: counter(
+                &r,
+                "mcp_gateway_upstream_throttled_total",
+                "Upstream 429 answers (the EKS MCP server throttling the gateway).",
             ),
             redactions_total: counter_vec(
                 &r,
@@ -247,6 +321,11 @@ impl Metrics {
                 "mcp_gateway_audit_queue_depth",
                 "Audit records waiting for the writer.",
             ),
+            audit_queue_capacity: gauge(
+                &r,
+                "mcp_gateway_audit_queue_capacity",
+                "Size of the audit queue (audit.queue_size).",
+            ),
             audit_records_total: counter_vec(
                 &r,
                 "mcp_gateway_audit_records_total",
@@ -266,6 +345,7 @@ impl Metrics {
                 &["mcp_method_name", "error_type"],
                 MCP_DURATION_BUCKETS,
             ),
+            build_info,
             registry: r,
         }
     }

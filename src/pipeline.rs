@@ -59,6 +59,8 @@ pub struct Gateway {
     pub operating_region: Option<String>,
     requests: Arc<Semaphore>,
     streams: Arc<Semaphore>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Parts supplied by the embedder instead of being built from the configuration.
@@ -111,7 +113,20 @@ impl Gateway {
             auth,
             audit,
             operating_region,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Mark this replica as shutting down: `/readyz` answers 503 from now on, so a load
+    /// balancer stops sending new requests while in-flight ones finish.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Entry point for requests on the MCP path (after Origin/Host checks in `front`).
@@ -512,13 +527,29 @@ impl Gateway {
         relay.with_log(|l| l.upstream_latency = Some(latency));
         let resp = match result {
             Ok(r) => r,
-            Err(e) => return relay.fail(e).await,
+            Err(e) => {
+                let class = match &e {
+                    crate::forward::UpstreamError::Timeout(_) => Some("timeout"),
+                    crate::forward::UpstreamError::Unavailable(_) => Some("unavailable"),
+                    _ => None,
+                };
+                if let Some(class) = class {
+                    metrics::global()
+                        .upstream_responses_total
+                        .with_label_values(&[class])
+                        .inc();
+                }
+                return relay.fail(e).await;
+            }
         };
         let status = resp.status();
         metrics::global()
             .upstream_responses_total
             .with_label_values(&[metrics::status_class(status.as_u16())])
             .inc();
+        if status == http::StatusCode::TOO_MANY_REQUESTS {
+            metrics::global().upstream_throttled_total.inc();
+        }
         relay.with_log(|l| l.upstream_status = Some(status.as_u16()));
         if status.is_success() {
             // Best effort: sessions that expire upstream without a DELETE stay counted.
@@ -762,6 +793,21 @@ impl RequestLog {
         m.requests_total
             .with_label_values(&[self.input.mcp.method.as_str(), tool_label, decision])
             .inc();
+        let policy = gw.policy.current();
+        let mut counted = false;
+        for group in &self.input.principal.groups {
+            if policy.groups().contains(group) {
+                counted = true;
+                m.group_requests_total
+                    .with_label_values(&[group.as_str(), decision])
+                    .inc();
+            }
+        }
+        if !counted {
+            m.group_requests_total
+                .with_label_values(&[metrics::OTHER_GROUP, decision])
+                .inc();
+        }
         if !self.decision.allow {
             for rule in &self.decision.rules {
                 m.denials_total.with_label_values(&[rule.as_str()]).inc();

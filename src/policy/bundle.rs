@@ -33,6 +33,11 @@ pub(crate) struct BundleFile {
     pub text: String,
 }
 
+/// The symlink through which the kubelet publishes a mounted ConfigMap's current version
+/// (AtomicWriter): the files live in a timestamped directory next to it, the names at the top
+/// are symlinks through `..data`, and an update writes a new directory and swaps this link.
+const KUBELET_DATA_LINK: &str = "..data";
+
 /// Every policy, test, data and catalogue file under `dir`, sorted by path.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -50,10 +55,28 @@ impl Snapshot {
                 path: dir.to_path_buf(),
             });
         }
-        let mut files = Vec::new();
-        walk(dir, &mut Vec::new(), &mut files)?;
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(Snapshot { files })
+        let mut attempt = 0;
+        loop {
+            let published = std::fs::read_link(dir.join(KUBELET_DATA_LINK)).ok();
+            // The files of one version: behind `..data` when the kubelet manages the
+            // directory, else the directory itself.
+            let source = published
+                .as_ref()
+                .map_or(dir.to_path_buf(), |d| dir.join(d));
+            let mut files = Vec::new();
+            let walked = walk(&source, dir, &mut Vec::new(), &mut files);
+            let republished = published.is_some()
+                && std::fs::read_link(dir.join(KUBELET_DATA_LINK)).ok() != published;
+            // The kubelet swapped versions (and may have removed the one being read): read
+            // the new one instead of reporting a mix or a vanished file.
+            if republished && attempt < 3 {
+                attempt += 1;
+                continue;
+            }
+            walked?;
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            return Ok(Snapshot { files });
+        }
     }
 
     /// Hex SHA-256 (first 16 digits) over the files that affect decisions (policies, data,
@@ -82,7 +105,14 @@ impl Snapshot {
     }
 }
 
-fn walk(dir: &Path, dirs: &mut Vec<String>, out: &mut Vec<BundleFile>) -> Result<(), PolicyError> {
+/// Collect the files under `dir` into `out`; paths in messages are shown under `shown` (the
+/// configured directory, when `dir` is the kubelet's timestamped copy of it).
+fn walk(
+    dir: &Path,
+    shown: &Path,
+    dirs: &mut Vec<String>,
+    out: &mut Vec<BundleFile>,
+) -> Result<(), PolicyError> {
     let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Io {
         path: dir.to_path_buf(),
         source,
@@ -95,15 +125,16 @@ fn walk(dir: &Path, dirs: &mut Vec<String>, out: &mut Vec<BundleFile>) -> Result
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
-            continue; // editor swap files, .git
+            continue; // editor swap files, .git, the kubelet's ..data and its versions
         }
+        let shown_path = shown.join(&name);
         let file_type = entry.file_type().map_err(|source| PolicyError::Io {
             path: path.clone(),
             source,
         })?;
         if file_type.is_dir() {
             dirs.push(name);
-            walk(&path, dirs, out)?;
+            walk(&path, &shown_path, dirs, out)?;
             dirs.pop();
             continue;
         }
@@ -119,11 +150,11 @@ fn walk(dir: &Path, dirs: &mut Vec<String>, out: &mut Vec<BundleFile>) -> Result
             continue;
         };
         let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Io {
-            path: path.clone(),
+            path: shown_path.clone(),
             source,
         })?;
         out.push(BundleFile {
-            path,
+            path: shown_path,
             dirs: dirs.clone(),
             role,
             text,

@@ -201,6 +201,9 @@ pub struct PolicyEngine {
     bytecode: Option<Arc<Bytecode>>,
     /// `tool_visible` compiled to bytecode (evaluated once per tool of a tools/list).
     visibility_bytecode: Option<Arc<Bytecode>>,
+    /// The groups the policy data defines (`gateway.groups` keys): the bounded label set of
+    /// `mcp_gateway_group_requests_total`.
+    groups: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -308,7 +311,13 @@ impl PolicyEngine {
             catalogue,
             dir: cfg.dir.clone(),
             bytecode,
+            groups: data_groups(snap),
         })
+    }
+
+    /// The groups the policy data defines (`gateway.groups` in the top-level data file).
+    pub fn groups(&self) -> &std::collections::BTreeSet<String> {
+        &self.groups
     }
 
     /// Whether decisions run on the compiled bytecode rather than the interpreter.
@@ -636,6 +645,22 @@ impl Bytecode {
 /// once per load: any entry fails the load with those sentences, so a misspelled setting or
 /// a malformed grant cannot silently change what is allowed. A policy without the rule is
 /// not checked.
+/// Keys of `gateway.groups` in the top-level data files; empty when there are none. The data
+/// already loaded into the engine, so a file that does not parse here adds no groups.
+fn data_groups(snap: &Snapshot) -> std::collections::BTreeSet<String> {
+    snap.of(FileRole::Data)
+        .filter(|f| f.dirs.is_empty())
+        .filter_map(|f| serde_yaml::from_str::<serde_json::Value>(&f.text).ok())
+        .filter_map(|v| {
+            v.get("gateway")?
+                .get("groups")?
+                .as_object()
+                .map(|g| g.keys().cloned().collect::<Vec<_>>())
+        })
+        .flatten()
+        .collect()
+}
+
 fn check_data(
     engine: &regorus::Engine,
     package: &str,

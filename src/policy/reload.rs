@@ -84,6 +84,7 @@ impl PolicyHandle {
         if revision == self.current.load().revision() {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             // Back to the files in force (a broken edit was reverted).
+            metrics.policy_reload_failing.set(0);
             st.last_error = None;
             st.failed_revision = None;
             return Ok(false);
@@ -108,6 +109,7 @@ impl PolicyHandle {
                     .inc();
                 tracing::info!(old = %old, new = %engine.revision(), dir = %self.cfg.dir.display(), "policy reloaded");
                 self.current.store(Arc::new(engine));
+                metrics.policy_reload_failing.set(0);
                 let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 st.last_error = None;
                 st.failed_revision = None;
@@ -122,6 +124,7 @@ impl PolicyHandle {
 
     fn record_failure(&self, revision: Option<String>, e: &PolicyError) {
         let message = e.to_string();
+        crate::metrics::global().policy_reload_failing.set(1);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // The same failure seen again on the next poll is not news.
         if st.last_error.as_deref() != Some(message.as_str()) {

@@ -88,7 +88,7 @@ fn test_tls_acceptor() -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -96,20 +96,20 @@ fn now() -> i64 {
 }
 
 /// An RSA signing key with its public JWK.
-struct RsaKey {
+pub(crate) struct RsaKey {
     kid: String,
     pair: aws_lc_rs::rsa::KeyPair,
 }
 
 impl RsaKey {
-    fn new(kid: &str) -> Self {
+    pub(crate) fn new(kid: &str) -> Self {
         let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
         RsaKey {
             kid: kid.into(),
             pair,
         }
     }
-    fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         let pk = self.pair.public_key();
         json!({
             "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
@@ -117,7 +117,7 @@ impl RsaKey {
             "e": B64.encode(pk.exponent().big_endian_without_leading_zero()),
         })
     }
-    fn sign(&self, header: &Value, claims: &Value) -> String {
+    pub(crate) fn sign(&self, header: &Value, claims: &Value) -> String {
         let input = signing_input(header, claims);
         let mut sig = vec![0u8; self.pair.public_modulus_len()];
         self.pair
@@ -177,14 +177,14 @@ fn signing_input(header: &Value, claims: &Value) -> String {
 }
 
 /// A local OIDC issuer: discovery document and a JWKS that tests can swap.
-struct Issuer {
-    url: String,
+pub(crate) struct Issuer {
+    pub(crate) url: String,
     jwks: Arc<Mutex<Value>>,
     jwks_fetches: Arc<AtomicUsize>,
 }
 
 impl Issuer {
-    async fn start(keys: Vec<Value>) -> Issuer {
+    pub(crate) async fn start(keys: Vec<Value>) -> Issuer {
         Self::start_with(keys, None).await
     }
 

@@ -5,6 +5,7 @@ mod audit;
 mod bypasses;
 mod core;
 mod credentials;
+mod deploy;
 mod faults;
 mod identity;
 mod interop;
