@@ -532,12 +532,27 @@ fn redactor_is_send_and_sync() {
 
 #[test]
 fn trigger_dense_blobs_scan_in_linear_time_and_stay_intact() {
-    // Keywords every few bytes inside one long run: each check must stay bounded.
-    let blob = "keyPassTokenAuth".repeat(64 * 1024);
-    let text = format!("data {blob} end");
-    let (out, found) = r().redact_text(&text, &base());
-    assert!(found.is_empty());
-    assert_eq!(out, text);
+    // Keywords every few bytes inside one long run: each check must stay bounded. Counted in
+    // bytes the scanner looks at (no clock): 8x the run may cost at most 12x the work, and
+    // never more than 64 bytes per byte. A key check that walked the whole run for each
+    // keyword (the quadratic shape) looks at ~10^10 bytes for the 512 KiB run and fails both.
+    let cost = |copies: usize| {
+        let text = format!("data {} end", "keyPassTokenAuth".repeat(copies));
+        let before = super::text::work_done();
+        let (out, found) = r().redact_text(&text, &base());
+        let spent = super::text::work_done() - before;
+        assert!(found.is_empty());
+        assert_eq!(out, text);
+        (spent, text.len() as u64)
+    };
+    let (small, _) = cost(4 * 1024);
+    let (large, len) = cost(32 * 1024);
+    assert!(
+        large <= 12 * small,
+        "8x the run cost {:.1}x the work ({small} -> {large} bytes looked at)",
+        large as f64 / small as f64
+    );
+    assert!(large <= 64 * len, "{large} bytes looked at for {len} bytes");
 }
 
 /// Adversarial texts for the linear-time test, built to `n` bytes: each makes some check look

@@ -309,9 +309,14 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_calls_through_the_gateway_leave_one_clean_record_each() {
-    use crate::harness::Harness;
-    use crate::telemetry::{parse_exposition, sample};
+    use crate::harness::{Harness, is_child, run_in_child};
+    use crate::telemetry::{parse_exposition, parse_total, sample};
     use eks_mcp_gateway::sim::{CRASHLOOP_POD, planted};
+    // Alone in a child process, so the process-wide counters move by exactly these calls.
+    const NAME: &str = "audit::mixed_calls_through_the_gateway_leave_one_clean_record_each";
+    if !is_child(NAME) {
+        return run_in_child(NAME, &[]).await;
+    }
 
     let h = Harness::start().await;
     let before = parse_exposition(&scrape(h.addr).await);
@@ -461,20 +466,104 @@ async fn mixed_calls_through_the_gateway_leave_one_clean_record_each() {
         ];
         let moved = sample(&after, "mcp_gateway_requests_total", &labels)
             - sample(&before, "mcp_gateway_requests_total", &labels);
-        assert!(moved >= ROUNDS as f64, "{tool}: counter moved by {moved}");
+        assert_eq!(moved, ROUNDS as f64, "{tool}: counter moved by {moved}");
     }
-    assert!(
-        parse_count_all(&after, "mcp_gateway_redactions_total")
-            > parse_count_all(&before, "mcp_gateway_redactions_total"),
+    // Each redaction of a result is counted once; the audit records list those (with the
+    // redactions of arguments, whose paths are under `$.params.arguments`).
+    let result_redactions = records
+        .iter()
+        .flat_map(|r| r["redactions"].as_array().unwrap())
+        .filter(|red| {
+            !red["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("$.params.arguments")
+        })
+        .count();
+    assert!(result_redactions >= ROUNDS, "{result_redactions}");
+    assert_eq!(
+        parse_total(&after, "mcp_gateway_redactions_total")
+            - parse_total(&before, "mcp_gateway_redactions_total"),
+        result_redactions as f64,
         "redactions are counted"
     );
     h.stop().await;
 }
 
-/// Sum of every series of a counter family.
-fn parse_count_all(
-    families: &std::collections::HashMap<String, crate::telemetry::Family>,
-    name: &str,
-) -> f64 {
-    families.get(name).map(|f| f.total()).unwrap_or(0.0)
+/// `audit.on_failure: fail_closed` through the running gateway: once the sink fails, every
+/// call is refused with the audit error and nothing reaches the upstream; `/readyz` says why.
+#[tokio::test]
+async fn fail_closed_gateway_refuses_calls_while_the_sink_fails() {
+    use crate::harness::{Harness, Options};
+    let h = Harness::start_with(Options::default().tweak(|c| {
+        // Every write to /dev/full fails with "no space left on device".
+        c.audit.sink = "/dev/full".into();
+        c.audit.on_failure = AuditFailure::FailClosed;
+    }))
+    .await;
+    let c = h.client();
+    // The first call is accepted (the sink has not failed yet); writing its record fails.
+    let first = c.stateless("ping", json!({})).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !h.gateway.audit.failing() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink never reported its failed write"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.sim.clear_received();
+
+    let args =
+        json!({"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"});
+    let stateless = c.stateless_call("list_k8s_resources", args.clone()).await;
+    let mut session_client = h.client();
+    session_client.session = Some("any-session".into());
+    session_client.protocol = Some(crate::harness::SESSION_ERA.into());
+    let session = session_client.call_tool("list_k8s_resources", args).await;
+    for (era, r) in [("stateless", &stateless), ("session", &session)] {
+        assert_eq!(r.status, 200, "{era}: {}", r.text());
+        assert_eq!(
+            r.headers["x-mcp-gateway-error"], "audit_unavailable",
+            "{era}"
+        );
+        let err = r.error();
+        assert_eq!(
+            err["code"],
+            eks_mcp_gateway::jsonrpc::AUDIT_UNAVAILABLE,
+            "{era}: {err}"
+        );
+        assert_eq!(
+            err["data"],
+            json!({"source": "gateway", "kind": "audit_unavailable"})
+        );
+    }
+    // A request without an id (the GET stream) gets the HTTP status instead.
+    let stream = session_client.open_stream().await;
+    assert_eq!(stream.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        h.sim.received().is_empty(),
+        "refused requests reached the upstream: {:?}",
+        h.sim.received()
+    );
+
+    let ready = crate::harness::McpClient::new(&format!("http://{}/readyz", h.addr))
+        .send(
+            http::Request::get(format!("http://{}/readyz", h.addr))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(ready.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    let doc: Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(doc["checks"]["audit"]["ok"], false, "{doc}");
+    assert!(
+        doc["checks"]["audit"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/dev/full"),
+        "{doc}"
+    );
+    h.stop().await;
 }

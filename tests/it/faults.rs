@@ -16,7 +16,7 @@ use crate::harness::{Harness, McpClient};
 
 /// What the scripted upstream does with each request.
 #[derive(Clone)]
-enum Script {
+pub(crate) enum Script {
     /// Answer with these raw bytes, after an optional delay, then close.
     Raw {
         delay: Duration,
@@ -26,16 +26,24 @@ enum Script {
     ResetMidSse,
     /// An SSE stream that writes an event every 20 ms until the client goes away.
     Endless,
+    /// Answer with these raw bytes once a permit is available (the test adds permits).
+    Gated {
+        gate: Arc<tokio::sync::Semaphore>,
+        bytes: &'static [u8],
+    },
+    /// Write these bytes (a head and part of a body), then say nothing more until the
+    /// client goes away.
+    Stall { bytes: &'static [u8] },
 }
 
 /// A raw-TCP upstream that follows a script, counting requests and detected disconnects.
-struct FakeUpstream {
-    url: String,
-    requests: Arc<AtomicUsize>,
+pub(crate) struct FakeUpstream {
+    pub url: String,
+    pub requests: Arc<AtomicUsize>,
     disconnects: Arc<AtomicUsize>,
 }
 
-async fn fake_upstream(script: Script) -> FakeUpstream {
+pub(crate) async fn fake_upstream(script: Script) -> FakeUpstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicUsize::new(0));
@@ -122,6 +130,19 @@ async fn serve_one(
             #[allow(deprecated)]
             let _ = sock.set_linger(Some(Duration::ZERO));
             drop(sock);
+        }
+        Script::Gated { gate, bytes } => {
+            let _permit = gate.acquire().await;
+            let _ = sock.write_all(bytes).await;
+            let _ = sock.shutdown().await;
+        }
+        Script::Stall { bytes } => {
+            let _ = sock.write_all(bytes).await;
+            let _ = sock.flush().await;
+            // Hold the connection open, silent, until the other side closes it.
+            let mut sink = [0u8; 1024];
+            while matches!(sock.read(&mut sink).await, Ok(n) if n > 0) {}
+            disconnects.fetch_add(1, Ordering::SeqCst);
         }
         Script::Endless => {
             let _ = sock
@@ -472,7 +493,7 @@ async fn bad_origin_and_bad_host_get_403() {
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
     let up = fake_upstream(Script::Raw {
-        delay: Duration::from_millis(700),
+        delay: Duration::from_millis(1500),
         bytes: b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 36\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}",
     })
     .await;
@@ -481,7 +502,15 @@ async fn shutdown_drains_in_flight_requests() {
         let c = client.clone();
         tokio::spawn(async move { c.post_raw(ping(), &[]).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Stop once the request is in flight: the upstream has it (and answers 1.5 s later).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while up.requests.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let stopping = tokio::spawn(guard.stop());
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
@@ -501,4 +530,321 @@ async fn shutdown_drains_in_flight_requests() {
         TcpStream::connect(addr).await.is_err(),
         "gateway still accepting after shutdown"
     );
+}
+
+// ---- limits and timeouts: 503 beyond a cap, then service resumes ----------------------
+
+/// Poll `cond` every 10 ms until it holds; fail after `what` has not happened in 30 s.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_overloaded(reply: &crate::harness::Reply, why: &str) {
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert_eq!(reply.error()["code"], jsonrpc::INTERNAL_ERROR);
+    assert_eq!(
+        reply.error()["message"],
+        format!("gateway overloaded: {why}; retry shortly")
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_max_concurrent_requests_get_503_then_service_resumes() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let up = fake_upstream(Script::Gated {
+        gate: gate.clone(),
+        bytes: b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 36\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}",
+    })
+    .await;
+    let (client, _g) = gateway_for_with(&up.url, |c| c.limits.max_concurrent_requests = 2).await;
+    // Two requests held by the upstream take both slots.
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.post_raw(ping(), &[]).await })
+        })
+        .collect();
+    until("both requests to reach the upstream", || {
+        up.requests.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let third = client.post_raw(ping(), &[]).await;
+    assert_overloaded(&third, "too many requests in flight");
+    assert_eq!(
+        up.requests.load(Ordering::SeqCst),
+        2,
+        "the refused request went upstream"
+    );
+    assert_still_serving(&client).await;
+
+    // The upstream answers: the held requests complete and the slots are free again.
+    gate.add_permits(100);
+    for h in held {
+        assert_eq!(h.await.unwrap().response()["result"], json!({}));
+    }
+    for _ in 0..3 {
+        let r = client.post_raw(ping(), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.response()["result"], json!({}));
+    }
+    assert_eq!(up.requests.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn get_streams_beyond_max_sse_streams_get_503_until_one_closes() {
+    let h = Harness::start_with(
+        crate::harness::Options::default().tweak(|c| c.limits.max_sse_streams = 1),
+    )
+    .await;
+    // Two sessions, so the upstream would accept a stream for each: only the gateway's cap
+    // refuses the second.
+    let mut c = h.client();
+    c.initialize().await;
+    let mut other = h.client();
+    other.initialize().await;
+    let first = c.open_stream().await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    let second = other
+        .send(
+            Request::get(&other.url)
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", other.session.clone().unwrap())
+                .header("mcp-protocol-version", crate::harness::SESSION_ERA)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_overloaded(&second, "too many open SSE streams");
+    // POSTs are not streams: they still flow.
+    let ping = other.request("ping", json!({})).await;
+    assert_eq!(ping.status, StatusCode::OK, "{}", ping.text());
+    let gets = || {
+        h.sim
+            .received()
+            .iter()
+            .filter(|r| r.http_method == "GET")
+            .count()
+    };
+    assert_eq!(gets(), 1, "the refused stream reached the upstream");
+
+    // The first client closes its stream: the slot frees and the other session's opens.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = other.open_stream().await;
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream's slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gets(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let (client, _g) = gateway_for_with("http://127.0.0.1:9/mcp", |c| {
+        c.limits.header_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let addr = client
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let mut sock = TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: appl")
+        .await
+        .unwrap();
+    // The gateway gives up on the headers after 300 ms (its default would be 10 s) and
+    // closes the connection, answering 408 at most.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), sock.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open 8 s after a 300 ms header_read_timeout"
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        got.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "unexpected answer to unfinished headers: {text}"
+    );
+    assert_still_serving(&client).await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_goes_silent_times_out_after_idle_timeout() {
+    let idle = |c: &mut eks_mcp_gateway::config::Config| {
+        c.upstream.idle_timeout = Duration::from_millis(300)
+    };
+    // A JSON body that stops half-way.
+    let json = fake_upstream(Script::Stall {
+        bytes: b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 36\r\n\r\n{\"jsonrpc\":\"2.0\",",
+    })
+    .await;
+    let (client, _g) = gateway_for_with(&json.url, idle).await;
+    let reply = client.post_raw(ping(), &[]).await;
+    assert_eq!(reply.headers["x-mcp-gateway-error"], "upstream_timeout");
+    assert_eq!(reply.error()["code"], jsonrpc::UPSTREAM_TIMEOUT);
+    assert_eq!(reply.response()["id"], 1);
+    until("the gateway to drop the silent upstream", || {
+        json.disconnects.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // An SSE stream that sends one event, then nothing.
+    let event = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n";
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+        event.len()
+    );
+    let sse = fake_upstream(Script::Stall {
+        bytes: Box::leak(head.into_bytes().into_boxed_slice()),
+    })
+    .await;
+    let (client, _g2) = gateway_for_with(&sse.url, idle).await;
+    let reply = client.post_raw(ping(), &[]).await;
+    assert_eq!(reply.headers["content-type"], "text/event-stream");
+    assert_eq!(reply.messages.len(), 2, "{}", reply.text());
+    assert_eq!(reply.messages[0]["method"], "notifications/progress");
+    assert_eq!(reply.error()["code"], jsonrpc::UPSTREAM_TIMEOUT);
+    assert_eq!(reply.error()["data"]["kind"], "upstream_timeout");
+    assert_eq!(reply.response()["id"], 1);
+    until("the gateway to drop the silent stream", || {
+        sse.disconnects.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_still_serving(&client).await;
+}
+
+#[tokio::test]
+async fn upstream_messages_over_max_message_bytes_are_refused_not_relayed() {
+    use eks_mcp_gateway::sim::{BULK_LOGGER_POD, ResponseMode};
+    let logs = json!({"cluster_name": "dev", "namespace": "monitoring", "pod_name": BULK_LOGGER_POD,
+                      "tail_lines": 2000, "limit_bytes": 1_000_000});
+    for mode in [ResponseMode::Json, ResponseMode::Sse] {
+        let mut opts =
+            crate::harness::Options::default().tweak(|c| c.upstream.max_message_bytes = 16 * 1024);
+        opts.sim.response_mode = mode;
+        let h = Harness::start_with(opts).await;
+        let c = h.client();
+        // Small answers pass.
+        let small = c.stateless("ping", json!({})).await;
+        assert_eq!(small.status, StatusCode::OK, "{mode:?}: {}", small.text());
+        assert!(small.result().is_object(), "{mode:?}: {}", small.text());
+        // A ~150 KB log result is one message over the 16 KiB limit.
+        let big = c.stateless_call("get_pod_logs", logs.clone()).await;
+        let err = big.error();
+        assert_eq!(
+            err["code"],
+            jsonrpc::UPSTREAM_BAD_RESPONSE,
+            "{mode:?}: {err}"
+        );
+        assert_eq!(err["data"]["kind"], "upstream_bad_response", "{mode:?}");
+        assert!(
+            big.body.len() < 16 * 1024,
+            "{mode:?}: {} bytes relayed",
+            big.body.len()
+        );
+        assert_eq!(big.response()["id"], c.next_id() - 1, "{mode:?}");
+        assert_eq!(
+            h.sim.tool_calls().len(),
+            1,
+            "{mode:?}: the call was made; only its answer was refused"
+        );
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn configured_origins_and_hosts_replace_the_loopback_defaults() {
+    const HOST_REFUSED: &str = "Host header not allowed (security.allowed_hosts)";
+    const ORIGIN_REFUSED: &str = "Origin not allowed (security.allowed_origins)";
+    let h = Harness::start_with(crate::harness::Options::default().tweak(|c| {
+        c.security.allowed_origins = vec!["https://console.example.com".into()];
+        c.security.allowed_hosts = vec!["gateway.example.com".into()];
+    }))
+    .await;
+    let c = h.client();
+    let ping = serde_json::to_vec(&json!({"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":crate::harness::STATELESS}}})).unwrap();
+    let send = |host: &'static str, origin: Option<&'static str>| {
+        let (c, ping) = (c.clone(), ping.clone());
+        async move {
+            let mut headers = vec![
+                ("mcp-protocol-version", crate::harness::STATELESS),
+                ("mcp-method", "ping"),
+                ("host", host),
+            ];
+            if let Some(o) = origin {
+                headers.push(("origin", o));
+            }
+            c.post_raw(ping, &headers).await
+        }
+    };
+    // Allowed: the configured host (with or without a port), the configured origin.
+    for (host, origin) in [
+        ("gateway.example.com", None),
+        ("gateway.example.com:8443", None),
+        ("GATEWAY.example.com", Some("https://console.example.com")),
+    ] {
+        let r = send(host, origin).await;
+        assert_eq!(r.status, StatusCode::OK, "{host} {origin:?}: {}", r.text());
+    }
+    let allowed = h.sim.received().len();
+    assert_eq!(allowed, 3);
+    // Refused: a loopback Host is no longer implied, nor a loopback Origin; look-alikes fail.
+    for (host, origin, why) in [
+        ("127.0.0.1", None, HOST_REFUSED),
+        ("localhost", None, HOST_REFUSED),
+        ("gateway.example.com.evil.example", None, HOST_REFUSED),
+        (
+            "gateway.example.com",
+            Some("http://localhost:3000"),
+            ORIGIN_REFUSED,
+        ),
+        (
+            "gateway.example.com",
+            Some("https://console.example.com.evil.example"),
+            ORIGIN_REFUSED,
+        ),
+        (
+            "gateway.example.com",
+            Some("http://console.example.com"),
+            ORIGIN_REFUSED,
+        ),
+    ] {
+        let r = send(host, origin).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{host} {origin:?}: {}",
+            r.text()
+        );
+        assert_eq!(r.error()["message"], why, "{host} {origin:?}");
+    }
+    assert_eq!(
+        h.sim.received().len(),
+        allowed,
+        "a refused request reached the upstream"
+    );
+    h.stop().await;
 }

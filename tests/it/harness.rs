@@ -46,6 +46,9 @@ pub struct Options {
     pub sim: SimConfig,
     /// Sim verifies SigV4 and the gateway signs (with a session token).
     pub signing: bool,
+    /// When signing: where the gateway's credentials come from (default: the sim's own
+    /// static credentials).
+    pub credentials: Option<SharedCredentialsProvider>,
     pub policy_dir: PathBuf,
     /// Last-minute changes to the gateway configuration.
     pub tweak: Option<ConfigTweak>,
@@ -59,6 +62,7 @@ impl Default for Options {
             mode: PolicyMode::Enforce,
             sim: SimConfig::default(),
             signing: true,
+            credentials: None,
             policy_dir: policy_dir(),
             tweak: None,
         }
@@ -102,9 +106,20 @@ impl Harness {
         }
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim = sim::start(opts.sim, sim_listener).await.unwrap();
+        let credentials = match (opts.signing, opts.credentials) {
+            (false, _) => None,
+            (true, Some(provider)) => Some(provider),
+            (true, None) => Some(SharedCredentialsProvider::new(Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                Some(SESSION_TOKEN.into()),
+                None,
+                "test",
+            ))),
+        };
         Self::start_in_front_of(
             sim,
-            opts.signing,
+            credentials,
             opts.principal,
             opts.groups,
             opts.mode,
@@ -137,7 +152,7 @@ impl Harness {
 
     async fn start_in_front_of(
         sim: SimHandle,
-        signing: bool,
+        credentials: Option<SharedCredentialsProvider>,
         principal: String,
         groups: Vec<String>,
         mode: PolicyMode,
@@ -155,21 +170,14 @@ impl Harness {
             &audit_path,
         );
         let mut options = BuildOptions::default();
-        if signing {
+        if let Some(provider) = credentials {
             cfg.signing.enabled = Some(true);
             cfg.signing.region = Some(REGION.into());
             cfg.signing.service = Some("eks-mcp".into());
-            let creds = Credentials::new(
-                ACCESS_KEY,
-                SECRET_KEY,
-                Some(SESSION_TOKEN.into()),
-                None,
-                "test",
-            );
             let signer = eks_mcp_gateway::sign::Signer::from_provider(
                 &cfg.signing,
                 &cfg.upstream.url.parse().unwrap(),
-                SharedCredentialsProvider::new(creds),
+                provider,
             )
             .await
             .unwrap();
@@ -198,14 +206,22 @@ impl Harness {
         McpClient::new(&self.url())
     }
 
-    /// Audit records written so far (waits briefly for the writer to catch up).
+    /// Audit records written so far, once there are at least `at_least` of them (the writer
+    /// batches, so records land shortly after their requests). Fails the test when fewer
+    /// than `at_least` records arrive within 30 s: a check of what the records hold must
+    /// never pass because nothing was written.
     pub async fn audit_records(&self, at_least: usize) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let recs = read_jsonl(&self.audit_path);
-            if recs.len() >= at_least || tokio::time::Instant::now() > deadline {
+            if recs.len() >= at_least {
                 return recs;
             }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected at least {at_least} audit records, found {}: {recs:?}",
+                recs.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -356,15 +372,29 @@ impl Reply {
     }
 }
 
-/// Parse an SSE body into the JSON messages of its events.
+/// Parse an SSE body into the JSON messages of its events. Events without data (a priming
+/// event carrying only `id:`/`retry:`) carry no message; an event whose data is not one JSON
+/// value fails the test, since a client would choke on it too.
 pub fn sse_messages(body: &[u8]) -> Vec<Value> {
     let mut p = eks_mcp_gateway::sse::SseParser::new(256 << 20);
+    let items = p.push(body).expect("valid SSE");
+    assert!(
+        !p.finish(),
+        "the SSE body ends inside an event:\n{}",
+        String::from_utf8_lossy(body)
+    );
     let mut out = Vec::new();
-    for item in p.push(body).expect("valid SSE") {
+    for item in items {
         if let eks_mcp_gateway::sse::SseItem::Event(ev) = item
-            && let Ok(v) = serde_json::from_str(&ev.data)
+            && !ev.data.is_empty()
         {
-            out.push(v);
+            out.push(serde_json::from_str(&ev.data).unwrap_or_else(|e| {
+                panic!(
+                    "an SSE event's data is not JSON ({e}): {:?}\nin the body:\n{}",
+                    ev.data,
+                    String::from_utf8_lossy(body)
+                )
+            }));
         }
     }
     out
@@ -555,4 +585,51 @@ impl McpClient {
             .await
             .unwrap()
     }
+}
+
+const CHILD_MARK: &str = "EKS_MCP_GATEWAY_TEST_CHILD";
+
+/// True inside the child process started for `test` by [`run_in_child`].
+pub fn is_child(test: &str) -> bool {
+    std::env::var(CHILD_MARK).is_ok_and(|v| v == test)
+}
+
+/// Run `test` (its full path in this test binary, e.g. `audit::some_test`) alone in a child
+/// process, and fail unless exactly that one test ran and passed. The child's environment has
+/// no inherited `AWS_*` variables, IMDS disabled, no shared config files, plus `env`.
+///
+/// Two reasons to use it: the AWS credential chain reads process-wide environment variables,
+/// and the Prometheus registry is process-wide. With `cargo test` every test of this binary
+/// runs as a thread of one process, so a counter's delta is only exact when the test that
+/// reads it is alone in its process (nextest already runs each test in its own process; the
+/// child then costs one process start).
+pub async fn run_in_child(test: &str, env: &[(&str, String)]) {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let nowhere = std::env::temp_dir().join("eks-mcp-gateway-no-such-aws-file");
+    cmd.env(CHILD_MARK, test)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", &nowhere)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("child test finishes")
+        .expect("child test starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child run of {test} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
 }

@@ -578,6 +578,8 @@ where
 
 #[tokio::test]
 async fn api_keys_authenticate_and_the_file_reloads() {
+    let logs = LogCapture::default();
+    let _logging = logs.install();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.yaml");
     write_keys(&path, &[("key-alice-0001", "alice", &["dev"])]);
@@ -619,13 +621,54 @@ async fn api_keys_authenticate_and_the_file_reloads() {
         "revoked key"
     );
 
-    // A broken file keeps the previous keys.
+    // A broken file keeps the previous keys. The watcher logs its refusal: wait for that
+    // event, so the check below runs after the reload was attempted, not merely after a pause.
     std::fs::write(&path, "keys: [ {sha256: nothex, principal: x} ]\n").unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    eventually("the watcher to refuse the broken key file", || async {
+        logs.text().contains("API key file not reloaded")
+    })
+    .await;
     assert_eq!(
         auth.authenticate(&bearer("key-bob-0002")).await.unwrap().id,
         "bob"
     );
+}
+
+/// Log lines written while a test's subscriber is the thread's default (a current-thread
+/// runtime runs the gateway's spawned tasks on the test's thread, so their events land here).
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Make this capture the thread's subscriber until the guard drops.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
 
 #[tokio::test]

@@ -28,8 +28,10 @@ use crate::harness::{GatewayGuard, Harness};
 
 const SETUP_HINT: &str =
     "run scripts/setup-interop (installs the pinned interop tools into .cache)";
-/// Deadline for one run of a third-party program.
-const RUN_DEADLINE: Duration = Duration::from_secs(90);
+/// Deadline for one run of a third-party program. It only matters when a program hangs: the
+/// full conformance suite against a debug build on a loaded 2-core machine can take over a
+/// minute, so the deadline is well above that.
+const RUN_DEADLINE: Duration = Duration::from_secs(300);
 /// Deadline for a backend to start listening.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -957,11 +959,23 @@ async fn interop_clients_through_gateway_to_eks_upstream() {
         "{proxied}"
     );
     let refused = proxy_for_aws(&tools, &url, "read_k8s_resource", secret).await;
-    let refusal = format!("{} {}", refused["call"], refused["call_error"]);
+    // The gateway's denial, as a tool error the model can read, with the policy's reason.
+    assert_eq!(refused["call"]["isError"], true, "{refused}");
+    assert!(refused["call_error"].is_null(), "{refused}");
+    let refusal = refused["call"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
-        (refused["call"]["isError"] == true || !refused["call_error"].is_null())
-            && refusal.to_lowercase().contains("secret"),
-        "reading a Secret through mcp-proxy-for-aws must be refused with a reason: {refusal}"
+        refusal.starts_with("Denied by the gateway policy: reading the Secret payments-db in namespace payments is denied: Secret contents never leave the cluster through MCP"),
+        "{refused}"
+    );
+    assert!(
+        harness
+            .sim
+            .tool_calls()
+            .iter()
+            .all(|(tool, _)| tool != "read_k8s_resource"),
+        "the refused Secret read reached the upstream"
     );
 
     let script = tools.script("py_client.py");

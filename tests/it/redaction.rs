@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use eks_mcp_gateway::redact::Redactor;
-use eks_mcp_gateway::sim::{CRASHLOOP_POD, planted};
+use eks_mcp_gateway::sim::{CRASHLOOP_POD, ResponseMode, planted};
 use serde_json::{Value, json};
 
 use crate::harness::{self, Harness, Options};
@@ -458,4 +458,161 @@ async fn reading_a_secret_allowed_with_redaction_returns_no_values() {
     assert!(text.contains("[REDACTED:k8s_secret_data]"), "{text}");
     assert_no_planted("read_k8s_resource Secret", &r.text());
     h.stop().await;
+}
+
+// ---- the same through an upstream that answers with SSE --------------------------------
+
+/// A gateway in front of the embedded upstream answering every request as an SSE stream.
+async fn sse_upstream(principal: &str, groups: &[&str]) -> Harness {
+    let mut opts = Options::default().principal(principal, groups);
+    opts.sim.response_mode = ResponseMode::Sse;
+    Harness::start_with(opts).await
+}
+
+/// The reply came as an SSE stream (so the redaction under test is the SSE relay's) and
+/// carries no planted secret, raw or base64.
+fn assert_sse_and_clean(what: &str, r: &crate::harness::Reply) {
+    assert_eq!(
+        r.headers["content-type"],
+        "text/event-stream",
+        "{what}: {}",
+        r.text()
+    );
+    assert_no_planted(what, &r.text());
+}
+
+#[tokio::test]
+async fn sse_results_are_redacted_in_both_eras() {
+    let h = sse_upstream("alice@example.com", &["platform-admins"]).await;
+    let logs = json!({"cluster_name": "dev", "namespace": "payments", "pod_name": CRASHLOOP_POD});
+    let secrets = json!({"cluster_name": "dev", "kind": "Secret", "api_version": "v1", "namespace": "payments"});
+
+    let mut c = h.client();
+    c.initialize().await;
+    let session_logs = c.call_tool("get_pod_logs", logs.clone()).await;
+    let session_list = c.call_tool("list_k8s_resources", secrets.clone()).await;
+    let stateless_logs = c.stateless_call("get_pod_logs", logs).await;
+    let stateless_list = c.stateless_call("list_k8s_resources", secrets).await;
+    for (what, r) in [
+        ("session get_pod_logs", &session_logs),
+        ("stateless get_pod_logs", &stateless_logs),
+    ] {
+        assert_sse_and_clean(what, r);
+        assert!(!r.is_tool_error(), "{what}: {}", r.text());
+        assert!(r.tool_text().contains("[REDACTED:"), "{what}: {}", r.text());
+        let doc: Value =
+            serde_json::from_str(r.result()["content"][1]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(doc["pod_name"], CRASHLOOP_POD, "{what}");
+        assert!(!doc["log_lines"].as_array().unwrap().is_empty(), "{what}");
+    }
+    for (what, r) in [
+        ("session Secret listing", &session_list),
+        ("stateless Secret listing", &stateless_list),
+    ] {
+        assert_sse_and_clean(what, r);
+        assert!(!r.is_tool_error(), "{what}: {}", r.text());
+        let text = r.tool_text();
+        assert!(
+            text.contains("payments-db-credentials") && text.contains("payments-aws-credentials"),
+            "{what}: names stay visible: {text}"
+        );
+        // A listing carries no `data`; each Secret's last-applied annotation (which repeats
+        // its values) is what the upstream sent and the gateway took out.
+        let doc: Value =
+            serde_json::from_str(r.result()["content"][1]["text"].as_str().unwrap()).unwrap();
+        let items = doc["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{what}: {text}");
+        for item in items {
+            assert_eq!(
+                item["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+                "[REDACTED:k8s_secret_last_applied]",
+                "{what}: {text}"
+            );
+        }
+    }
+    // The upstream did send the secrets: the gateway took them out.
+    let upstream_calls = h.sim.tool_calls();
+    assert_eq!(upstream_calls.len(), 4, "{upstream_calls:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn tools_list_arriving_as_sse_is_filtered_like_json() {
+    let names = |r: &crate::harness::Reply| -> Vec<String> {
+        r.result()["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The same caller through a JSON upstream: what the policy lets this caller see.
+    let json_h = Harness::start_with(Options::default().principal("sam", &["sre-oncall"])).await;
+    let json_list = json_h.client().stateless("tools/list", json!({})).await;
+    assert_eq!(json_list.headers["content-type"], "application/json");
+    let visible = names(&json_list);
+    json_h.stop().await;
+    assert!(
+        visible.len() < 20 && !visible.contains(&"apply_yaml".to_owned()),
+        "the caller may not see every tool: {visible:?}"
+    );
+
+    let h = sse_upstream("sam", &["sre-oncall"]).await;
+    let mut c = h.client();
+    let stateless = c.stateless("tools/list", json!({})).await;
+    assert_eq!(stateless.headers["content-type"], "text/event-stream");
+    assert_eq!(names(&stateless), visible, "stateless era over SSE");
+    assert_eq!(stateless.result()["cacheScope"], "private");
+    c.initialize().await;
+    let session = c.request("tools/list", json!({})).await;
+    assert_eq!(session.headers["content-type"], "text/event-stream");
+    assert_eq!(names(&session), visible, "session era over SSE");
+    h.stop().await;
+}
+
+/// What the server sends on its own on the session's GET stream is redacted like a result:
+/// here a log notification quoting an AWS secret key, from an upstream that streams it.
+#[tokio::test]
+async fn a_secret_in_a_server_message_on_the_get_stream_is_redacted() {
+    use crate::faults::{Script, fake_upstream};
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {
+        "level": "warning", "logger": "eks-mcp-server",
+        "data": format!("node bootstrap: AWS_SECRET_ACCESS_KEY={} exported", planted::AWS_SECRET_ACCESS_KEY)}});
+    let body = format!("id: 1\nevent: message\ndata: {note}\n\n");
+    let raw = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let up = fake_upstream(Script::Raw {
+        delay: std::time::Duration::ZERO,
+        bytes: Box::leak(raw.into_bytes().into_boxed_slice()),
+    })
+    .await;
+    let (_gw, addr, guard) = Harness::in_front_of_url(&up.url, None).await;
+    let mut c = crate::harness::McpClient::new(&format!("http://{addr}/mcp"));
+    c.session = Some("session-from-the-upstream".into());
+    c.protocol = Some(crate::harness::SESSION_ERA.into());
+    let resp = c.open_stream().await;
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let bytes = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        http_body_util::BodyExt::collect(resp.into_body()),
+    )
+    .await
+    .expect("the stream ends when the upstream's does")
+    .unwrap()
+    .to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    assert_no_planted("GET stream", &text);
+    let messages = crate::harness::sse_messages(&bytes);
+    assert_eq!(messages.len(), 1, "{text}");
+    assert_eq!(messages[0]["method"], "notifications/message");
+    assert_eq!(
+        messages[0]["params"]["data"],
+        "node bootstrap: AWS_SECRET_ACCESS_KEY=[REDACTED:aws_secret_access_key] exported",
+        "{text}"
+    );
+    assert_eq!(up.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    guard.stop().await;
 }

@@ -212,7 +212,8 @@ async fn simulator_verifies_session_era_requests_signed_with_a_session_token() {
     let a = send(&signer, &who, "GET", &url, &get, b"", false).await;
     assert_eq!(a.status, 200);
     assert_eq!(sim.signature_failures(), 0);
-    assert!(sim.verified_requests() >= 5);
+    // initialize, initialized, tools/list, tools/call, GET: each one verified.
+    assert_eq!(sim.verified_requests(), 5);
 }
 
 #[tokio::test]
@@ -537,4 +538,158 @@ async fn botocore_rejects_a_wrong_secret() {
         (stats["verified"].as_u64(), stats["mismatched"].as_u64()),
         (Some(0), Some(1))
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// What the client sees when the upstream refuses the gateway's signature, or it cannot sign
+
+/// The upstream refuses the gateway's credentials: a bad secret (invalid signature) and a
+/// session token that was rotated away (expired token) each reach the client as `-31014`
+/// with the upstream's status and a hint, never as a policy denial or a bare 403.
+#[tokio::test]
+async fn rejected_credentials_are_an_upstream_auth_error_with_a_hint() {
+    use crate::harness::{ACCESS_KEY, Harness, Options, SESSION_TOKEN};
+    let args =
+        json!({"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"});
+    let check = |r: &crate::harness::Reply, hint: &str| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.headers["x-mcp-gateway-error"], "upstream_auth_failed");
+        let err = r.error();
+        assert_eq!(
+            err["code"],
+            eks_mcp_gateway::jsonrpc::UPSTREAM_AUTH_FAILED,
+            "{err}"
+        );
+        assert_eq!(
+            err["data"],
+            json!({"source": "upstream", "kind": "upstream_auth_failed", "upstream_status": 403})
+        );
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("upstream rejected the gateway's credentials (HTTP 403): ")
+                && message.contains(hint),
+            "{message}"
+        );
+    };
+
+    // A secret key the upstream does not know: the signature does not verify.
+    let wrong = static_provider(
+        ACCESS_KEY,
+        "not/the/secret/the/upstream/knows",
+        Some(SESSION_TOKEN),
+    );
+    let h = Harness::start_with(Options {
+        credentials: Some(wrong),
+        ..Options::default()
+    })
+    .await;
+    let r = h
+        .client()
+        .stateless_call("list_k8s_resources", args.clone())
+        .await;
+    check(
+        &r,
+        "signature (InvalidSignatureException): check the gateway's clock and credentials",
+    );
+    assert_eq!(h.sim.signature_failures(), 1);
+    assert_eq!(h.sim.verified_requests(), 0);
+    h.stop().await;
+
+    // The upstream rotated the credentials (same key id, new secret and token): the
+    // gateway's session token has expired.
+    let h = Harness::start().await;
+    let ok = h
+        .client()
+        .stateless_call("list_k8s_resources", args.clone())
+        .await;
+    assert!(!ok.is_tool_error(), "{}", ok.text());
+    h.sim.rotate_credentials(SimCredentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: "rotated/secret".into(),
+        session_token: Some("rotated-token".into()),
+    });
+    let r = h.client().stateless_call("list_k8s_resources", args).await;
+    check(
+        &r,
+        "(ExpiredTokenException): the gateway's AWS credentials or clock are stale",
+    );
+    assert_eq!(h.sim.signature_failures(), 1);
+    h.stop().await;
+}
+
+/// Credentials that expire and cannot be refreshed: the gateway cannot sign, says so with
+/// `-31016`, and sends nothing unsigned upstream.
+#[tokio::test]
+async fn a_signing_failure_is_a_gateway_error_and_nothing_is_forwarded() {
+    use crate::harness::{ACCESS_KEY, Harness, Options, SECRET_KEY, SESSION_TOKEN};
+    use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Hands out credentials that live two seconds, once; every later call fails.
+    #[derive(Debug, Default)]
+    struct OnceThenGone(AtomicUsize);
+    impl ProvideCredentials for OnceThenGone {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                future::ProvideCredentials::ready(Ok(Credentials::new(
+                    ACCESS_KEY,
+                    SECRET_KEY,
+                    Some(SESSION_TOKEN.into()),
+                    Some(std::time::SystemTime::now() + Duration::from_secs(2)),
+                    "short-lived",
+                )))
+            } else {
+                future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+                    "the credential source went away",
+                )))
+            }
+        }
+    }
+
+    let h = Harness::start_with(Options {
+        credentials: Some(SharedCredentialsProvider::new(OnceThenGone::default())),
+        ..Options::default()
+    })
+    .await;
+    let signer = h.gateway.signer.as_ref().expect("signing is on");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while signer.health().is_ready() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the credentials never became unusable"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let args =
+        json!({"cluster_name": "dev", "kind": "Pod", "api_version": "v1", "namespace": "payments"});
+    let r = h.client().stateless_call("list_k8s_resources", args).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.headers["x-mcp-gateway-error"], "signing_failed");
+    let err = r.error();
+    assert_eq!(
+        err["code"],
+        eks_mcp_gateway::jsonrpc::SIGNING_FAILED,
+        "{err}"
+    );
+    assert_eq!(
+        err["data"],
+        json!({"source": "gateway", "kind": "signing_failed"})
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the gateway could not sign the upstream request: "),
+        "{err}"
+    );
+    assert!(!r.text().contains(SECRET_KEY) && !r.text().contains(SESSION_TOKEN));
+    assert!(
+        h.sim.received().is_empty(),
+        "an unsigned request reached the upstream: {:?}",
+        h.sim.received()
+    );
+    h.stop().await;
 }

@@ -416,48 +416,72 @@ pub(crate) fn sample(
         .unwrap_or(0.0)
 }
 
-#[test]
-fn metrics_render_as_prometheus_text_and_counters_move() {
-    let m = metrics::global();
+/// A denied call of a tool the catalogue does not know moves each of its series by exactly
+/// one. The test runs alone in a child process: the registry is process-wide, and with
+/// `cargo test` other tests of this binary (an unknown tool is denied in several) would move
+/// the same series at the same time.
+#[tokio::test]
+async fn metrics_render_as_prometheus_text_and_counters_move() {
+    use crate::harness::{Harness, is_child, run_in_child};
+    const NAME: &str = "telemetry::metrics_render_as_prometheus_text_and_counters_move";
+    if !is_child(NAME) {
+        return run_in_child(NAME, &[]).await;
+    }
+    let h = Harness::start().await;
     let labels = [
         ("method", "tools/call"),
         ("tool", "other"),
         ("decision", "deny"),
     ];
     let before = parse_exposition(&metrics::render());
-    let n0 = sample(&before, "mcp_gateway_requests_total", &labels);
-
-    m.requests_total
-        .with_label_values(&[
-            "tools/call",
-            metrics::tool_label("made-up \"tool\"\n", false),
-            "deny",
-        ])
-        .inc();
-    m.mcp_server_operation_duration_seconds
-        .with_label_values(&["tools/call", ""])
-        .observe(0.07);
-    m.policy_eval_seconds.observe(0.000_3);
-    m.set_policy_revision("rev \"quoted\"\\");
+    let r = h
+        .client()
+        .stateless_call("made-up-tool", json!({"cluster_name": "dev"}))
+        .await;
+    assert!(r.is_tool_error(), "{}", r.text());
+    let rules: Vec<String> = serde_json::from_value(
+        r.result()["_meta"]["io.github.eks-mcp-gateway/denial"]["rules"].clone(),
+    )
+    .unwrap();
+    assert!(rules.contains(&"tools.unknown".to_owned()), "{rules:?}");
+    h.stop().await;
+    metrics::global().set_policy_revision("rev \"quoted\"\\");
 
     let after = parse_exposition(&metrics::render());
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        sample(&after, name, labels) - sample(&before, name, labels)
+    };
+    assert_eq!(moved("mcp_gateway_requests_total", &labels), 1.0);
     assert_eq!(
-        sample(&after, "mcp_gateway_requests_total", &labels),
-        n0 + 1.0
+        parse_total(&after, "mcp_gateway_requests_total")
+            - parse_total(&before, "mcp_gateway_requests_total"),
+        1.0,
+        "one request, one count"
     );
-    assert!(
-        sample(
-            &after,
+    for rule in &rules {
+        assert_eq!(
+            moved("mcp_gateway_denials_total", &[("rule", rule)]),
+            1.0,
+            "{rule}"
+        );
+    }
+    assert_eq!(
+        parse_total(&after, "mcp_gateway_denials_total")
+            - parse_total(&before, "mcp_gateway_denials_total"),
+        rules.len() as f64
+    );
+    assert_eq!(
+        moved(
             "mcp_server_operation_duration_seconds_count",
-            &[("mcp_method_name", "tools/call")]
-        ) >= 1.0
+            &[("mcp_method_name", "tools/call"), ("error_type", "")]
+        ),
+        1.0
     );
-    assert!(
-        sample(
-            &after,
-            "mcp_server_operation_duration_seconds_bucket",
-            &[("mcp_method_name", "tools/call"), ("le", "0.1")]
-        ) >= 1.0
+    assert_eq!(moved("mcp_gateway_policy_eval_seconds_count", &[]), 1.0);
+    assert_eq!(
+        parse_total(&after, "mcp_gateway_upstream_responses_total"),
+        parse_total(&before, "mcp_gateway_upstream_responses_total"),
+        "a denied call never went upstream"
     );
     assert_eq!(
         sample(
@@ -477,8 +501,13 @@ fn metrics_render_as_prometheus_text_and_counters_move() {
     }
     assert_eq!(after["mcp_gateway_policy_eval_seconds"].kind, "histogram");
     assert_eq!(after["mcp_gateway_requests_total"].kind, "counter");
-    // The folded tool name never becomes a label value.
+    // The caller's tool name never becomes a label value.
     assert!(!metrics::render().contains("made-up"));
+}
+
+/// Sum of every series of a counter family.
+pub(crate) fn parse_total(families: &HashMap<String, Family>, name: &str) -> f64 {
+    families.get(name).map(|f| f.total()).unwrap_or(0.0)
 }
 
 #[tokio::test]
