@@ -226,7 +226,7 @@ async fn run(s: Settings, full: bool) {
     let rss = peak_rss_kib(gw_pid);
 
     println!(
-        "\nload benchmark: stateless tools/call list_k8s_resources (~1 KB result){}",
+        "\nload benchmark: stateless tools/call list_k8s_resources (~2.8 KB result){}",
         if full { "" } else { " [smoke run]" }
     );
     println!(

@@ -1,12 +1,15 @@
 //! The per-message parse and relay path, without sockets: what the gateway does to one
 //! request on the way in (strict parse, era and header checks, re-serialisation) and to one
 //! response message on the way out (JSON parse, redaction, serialisation), and the SSE
-//! framing around a message. Run: `cargo bench --bench relay`.
+//! framing around a message. The response cases call the gateway's own response path
+//! (`pipeline::relay_payload`, `pipeline::relay_event_data`), so the figures follow the code.
+//! Run: `cargo bench --bench relay`.
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eks_mcp_gateway::jsonrpc::parse_message;
 use eks_mcp_gateway::mcp;
+use eks_mcp_gateway::pipeline::{relay_event_data, relay_payload};
 use eks_mcp_gateway::redact::Redactor;
 use eks_mcp_gateway::sse::{SseItem, SseParser, encode_event};
 use http::HeaderMap;
@@ -105,26 +108,25 @@ fn bench(c: &mut Criterion) {
     let resp = serde_json::to_vec(&response_value()).unwrap();
     let mut g = c.benchmark_group("response");
     g.throughput(Throughput::Bytes(resp.len() as u64));
-    g.bench_function("json_parse_redact_serialise", |b| {
-        b.iter(|| {
-            let mut v: Value = serde_json::from_slice(black_box(&resp)).unwrap();
-            let found = redactor.redact_message(&mut v, &profiles);
-            black_box((serde_json::to_vec(&v).unwrap(), found))
-        })
-    });
-    // What `Relay::process_payload` does with it: nothing redacted and the bytes a faithful
-    // spelling of what was inspected, so the upstream's bytes go out as they came.
+    // The gateway's own response path (`pipeline::relay_payload`, what `Relay::process_payload`
+    // runs) with its redaction step; this result is clean, so the upstream's bytes go out as
+    // they came.
     let resp_bytes = bytes::Bytes::from(resp.clone());
+    let redact = |v: &mut Value| !redactor.redact_message(v, &profiles).is_empty();
     g.bench_function("gateway_relay_clean", |b| {
+        b.iter(|| black_box(relay_payload(black_box(&resp_bytes), redact).unwrap()))
+    });
+    // The same message when it has to be written out again (as when something was redacted
+    // or the upstream's spelling was not faithful): parse, redact, serialise.
+    g.bench_function("gateway_relay_reserialised", |b| {
         b.iter(|| {
-            let (mut v, faithful) =
-                eks_mcp_gateway::jsonrpc::parse_value_faithful(black_box(&resp_bytes)).unwrap();
-            let found = redactor.redact_message(&mut v, &profiles);
-            if faithful && found.is_empty() {
-                black_box(resp_bytes.clone())
-            } else {
-                black_box(bytes::Bytes::from(serde_json::to_vec(&v).unwrap()))
-            }
+            black_box(
+                relay_payload(black_box(&resp_bytes), |v| {
+                    redact(v);
+                    true
+                })
+                .unwrap(),
+            )
         })
     });
     let framed = format!(
@@ -132,15 +134,14 @@ fn bench(c: &mut Criterion) {
         String::from_utf8_lossy(&resp)
     )
     .into_bytes();
+    // One SSE event through the gateway's own per-event step (`pipeline::relay_event_data`).
     g.bench_function("sse_event_parse_redact_encode", |b| {
         b.iter(|| {
             let mut parser = SseParser::new(32 << 20);
             let mut out = Vec::new();
             for item in parser.push(black_box(&framed)).unwrap() {
                 if let SseItem::Event(mut ev) = item {
-                    let mut v: Value = serde_json::from_str(&ev.data).unwrap();
-                    redactor.redact_message(&mut v, &profiles);
-                    ev.data = serde_json::to_string(&v).unwrap();
+                    assert!(relay_event_data(&mut ev.data, redact));
                     out.push(encode_event(&ev));
                 }
             }
@@ -153,12 +154,17 @@ fn bench(c: &mut Criterion) {
     let resp = password_result();
     let mut g = c.benchmark_group("response_with_password");
     g.throughput(Throughput::Bytes(resp.len() as u64));
+    let resp = bytes::Bytes::from(resp);
     g.bench_function("parse_redact_serialise", |b| {
         b.iter(|| {
-            let mut v = eks_mcp_gateway::jsonrpc::parse_value(black_box(&resp)).unwrap();
-            let found = redactor.redact_message(&mut v, &profiles);
-            assert!(!found.is_empty());
-            black_box((serde_json::to_vec(&v).unwrap(), found))
+            black_box(
+                relay_payload(black_box(&resp), |v| {
+                    let found = redactor.redact_message(v, &profiles);
+                    assert!(!found.is_empty());
+                    true
+                })
+                .unwrap(),
+            )
         })
     });
     g.finish();
