@@ -76,9 +76,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Run every `test_*` rule in `*_test.rego` under DIR (default: ./policies).
+    /// Run every `test_*` rule in `*_test.rego` under DIR (default: ./policies), then the
+    /// fixtures: each NAME.expected.json in DIR/fixtures (or --fixtures) states the decision
+    /// for NAME.json, a recorded audit record or an input document.
     Test {
         dir: Option<PathBuf>,
+        /// Fixture directory (default: DIR/fixtures when it exists).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
         /// Print every test, not only failures.
         #[arg(long, short)]
         verbose: bool,
@@ -180,10 +185,18 @@ fn main() -> ExitCode {
         }),
         Command::Check { config } => check(&config),
         Command::Policy {
-            command: PolicyCommand::Test { dir, verbose },
+            command:
+                PolicyCommand::Test {
+                    dir,
+                    fixtures,
+                    verbose,
+                },
         } => {
             let dir = dir.unwrap_or_else(default_policy_dir);
-            let report = eks_mcp_gateway::policy::run_tests(&dir);
+            let report = match fixtures {
+                Some(f) => eks_mcp_gateway::policy::run_tests_with(&dir, Some(&f)),
+                None => eks_mcp_gateway::policy::run_tests(&dir),
+            };
             print!(
                 "{}",
                 eks_mcp_gateway::policy::format_report(&report, verbose)

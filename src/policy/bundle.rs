@@ -9,6 +9,10 @@ use sha2::{Digest, Sha256};
 use super::PolicyError;
 use crate::classify::CATALOGUE_FILE;
 
+/// The directory of `policy test` fixtures inside a policy directory: never loaded as
+/// policy or data, and not part of the revision.
+pub const FIXTURES_DIR: &str = "fixtures";
+
 /// Kinds of file in a policy directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FileRole {
@@ -133,6 +137,9 @@ fn walk(
             source,
         })?;
         if file_type.is_dir() {
+            if dirs.is_empty() && name == FIXTURES_DIR {
+                continue; // recorded decisions for `policy test`, not part of the policy
+            }
             dirs.push(name);
             walk(&path, &shown_path, dirs, out)?;
             dirs.pop();

@@ -30,7 +30,7 @@ use crate::identity::{AuthKind, Principal};
 use bundle::{FileRole, Snapshot};
 pub use reload::PolicyHandle;
 pub use replay::{AuditSource, FailOn, ReplayReport, Replayer, replay_bytes};
-pub use testing::{TestReport, TestResult, eval_file, format_report, run_tests};
+pub use testing::{TestReport, TestResult, eval_file, format_report, run_tests, run_tests_with};
 
 /// Rule id of a decision the gateway made because the policy could not.
 pub const FAIL_CLOSED_RULE: &str = "gateway.fail_closed";
@@ -932,7 +932,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for entry in std::fs::read_dir(&shipped).unwrap() {
             let p = entry.unwrap().path();
-            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+            if p.is_file() {
+                std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+            }
         }
         let cfg = PolicyConfig {
             dir: dir.path().to_path_buf(),

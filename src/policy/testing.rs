@@ -4,6 +4,12 @@
 //! load every policy, test and data file of the directory into one engine, then evaluate
 //! each rule named `test_*` in a `*_test.rego` file on its own clone. A test passes when it
 //! evaluates to `true`; `false`, undefined and errors fail it.
+//!
+//! Fixtures pin recorded decisions: each `NAME.expected.json` in `fixtures/` (or the
+//! directory `--fixtures` names) states what the policy must decide for `NAME.json`, an
+//! audit record as the gateway wrote it (its input is rebuilt as `policy replay` rebuilds
+//! it) or a whole input document. They are decided like the gateway decides, not with the
+//! test engine.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -44,8 +50,167 @@ impl TestReport {
     }
 }
 
-/// Run every `test_*` rule of every `*_test.rego` under `dir`.
+/// Run every `test_*` rule of every `*_test.rego` under `dir`, then the fixtures of
+/// `dir/fixtures` when that directory exists.
 pub fn run_tests(dir: &Path) -> TestReport {
+    let fixtures = dir.join(super::bundle::FIXTURES_DIR);
+    run_tests_with(dir, fixtures.is_dir().then_some(fixtures.as_path()))
+}
+
+/// [`run_tests`] with the fixtures taken from `fixtures` (none when `None`).
+pub fn run_tests_with(dir: &Path, fixtures: Option<&Path>) -> TestReport {
+    let mut report = run_rego_tests(dir);
+    if report.load_error.is_some() {
+        return report;
+    }
+    if let Some(fixtures) = fixtures {
+        match run_fixtures(dir, fixtures) {
+            Ok(results) => report.results.extend(results),
+            Err(e) => report.load_error = Some(e),
+        }
+    }
+    report
+}
+
+/// Decide every fixture of `fixtures` with the policy in `dir`.
+fn run_fixtures(dir: &Path, fixtures: &Path) -> Result<Vec<TestResult>, String> {
+    let entries = std::fs::read_dir(fixtures)
+        .map_err(|e| format!("cannot read fixtures {}: {e}", fixtures.display()))?;
+    let mut expected: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(EXPECTED_SUFFIX))
+        })
+        .collect();
+    expected.sort();
+    if expected.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cfg = PolicyConfig {
+        dir: dir.to_path_buf(),
+        ..PolicyConfig::default()
+    };
+    let engine = PolicyEngine::load(&cfg).map_err(|e| e.to_string())?;
+    let redactor = super::redactor_for(dir).map_err(|e| format!("{e:#}"))?;
+    Ok(expected
+        .into_iter()
+        .map(|path| {
+            let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let stem = file_name.trim_end_matches(EXPECTED_SUFFIX).to_string();
+            let started = Instant::now();
+            let failure = check_fixture(&engine, &redactor, &path, &stem).err();
+            TestResult {
+                file: path.clone(),
+                name: format!("fixture {stem}"),
+                passed: failure.is_none(),
+                failure,
+                duration: started.elapsed(),
+            }
+        })
+        .collect())
+}
+
+const EXPECTED_SUFFIX: &str = ".expected.json";
+
+/// What a fixture expects; every key given must hold.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expected {
+    allow: bool,
+    /// The decision's rules, as a set.
+    rules: Option<Vec<String>>,
+    /// The redaction profiles, as a set.
+    redact: Option<Vec<String>>,
+    /// Each string must occur in one of the reasons.
+    reasons: Option<Vec<String>>,
+}
+
+fn check_fixture(
+    engine: &PolicyEngine,
+    redactor: &crate::redact::Redactor,
+    expected_path: &Path,
+    stem: &str,
+) -> Result<(), String> {
+    let read = |p: &Path| -> Result<serde_json::Value, String> {
+        let text =
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let expected: Expected = serde_json::from_value(read(expected_path)?).map_err(|e| {
+        format!(
+            "{}: {e}. Fix: write {{\"allow\": bool, \"rules\": [..], \"redact\": [..], \"reasons\": [..]}} (allow required)",
+            expected_path.display()
+        )
+    })?;
+    let input_path = expected_path.with_file_name(format!("{stem}.json"));
+    let input = read(&input_path)?;
+    let mut decision = if input.get("decision_id").is_some() {
+        let rec: crate::audit::AuditRecord = serde_json::from_value(input)
+            .map_err(|e| format!("{}: not an audit record: {e}", input_path.display()))?;
+        let input = rec
+            .input(engine.catalogue())
+            .map_err(|e| format!("{}: {e}", input_path.display()))?;
+        engine.decide(&input)
+    } else {
+        engine.decide_value(input)
+    };
+    decision.redact_reasons(redactor);
+    let mut problems = Vec::new();
+    if decision.allow != expected.allow {
+        problems.push(format!(
+            "expected {}, got {}",
+            verdict(expected.allow),
+            verdict(decision.allow)
+        ));
+    }
+    let same_set = |a: &[String], b: &[String]| {
+        let mut a = a.to_vec();
+        let mut b = b.to_vec();
+        a.sort();
+        a.dedup();
+        b.sort();
+        b.dedup();
+        a == b
+    };
+    if let Some(rules) = &expected.rules
+        && !same_set(rules, &decision.rules)
+    {
+        problems.push(format!(
+            "expected rules {rules:?}, got {:?}",
+            decision.rules
+        ));
+    }
+    if let Some(redact) = &expected.redact
+        && !same_set(redact, &decision.redact)
+    {
+        problems.push(format!(
+            "expected redaction {redact:?}, got {:?}",
+            decision.redact
+        ));
+    }
+    for want in expected.reasons.iter().flatten() {
+        if !decision.reasons.iter().any(|r| r.contains(want.as_str())) {
+            problems.push(format!(
+                "no reason contains {want:?}; reasons: {:?}",
+                decision.reasons
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn verdict(allow: bool) -> &'static str {
+    if allow { "allow" } else { "deny" }
+}
+
+/// The `test_*` rules only.
+fn run_rego_tests(dir: &Path) -> TestReport {
     let snap = match Snapshot::read(dir) {
         Ok(s) => s,
         Err(e) => {

@@ -572,3 +572,37 @@ async fn recorded_traffic_replays_against_policy_changes() {
         run.stderr
     );
 }
+
+/// `policy test` fixtures: the shipped recorded decisions hold under the shipped policy and
+/// one of them fails, naming what changed, once the write grant it relies on is revoked.
+#[test]
+fn recorded_fixtures_pin_decisions_in_policy_test() {
+    use eks_mcp_gateway::policy::{format_report, run_tests, run_tests_with};
+    let shipped = run_tests(&policy_dir());
+    let fixtures: Vec<_> = shipped
+        .results
+        .iter()
+        .filter(|r| r.name.starts_with("fixture "))
+        .collect();
+    assert!(fixtures.len() >= 3, "{}", format_report(&shipped, true));
+    assert!(shipped.success(), "{}", format_report(&shipped, false));
+
+    let revoked = policy_copy(|d| {
+        d.replace(
+            "      writes:\n        - id: payments-dev-writes\n          clusters: [dev, \"dev-*\", staging, \"staging-*\"]\n          namespaces: [\"payments\", \"payments-*\"]\n",
+            "",
+        )
+    });
+    let report = run_tests_with(revoked.path(), Some(&policy_dir().join("fixtures")));
+    // (Rego unit tests about that grant fail too; the fixtures are what is checked here.)
+    let failed: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| !r.passed && r.name.starts_with("fixture "))
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", format_report(&report, false));
+    assert_eq!(failed[0].name, "fixture payments-dev-patch-on-dev");
+    let why = failed[0].failure.as_deref().unwrap();
+    assert!(why.contains("expected allow, got deny"), "{why}");
+    assert!(why.contains("writes.no_grant"), "{why}");
+}
