@@ -117,6 +117,7 @@ fn shipped_policy_unit_tests_pass() {
     let mut ran: Vec<(String, String)> = report
         .results
         .iter()
+        .filter(|r| !r.name.starts_with("fixture "))
         .map(|r| {
             (
                 r.file.file_name().unwrap().to_string_lossy().into_owned(),
