@@ -22,6 +22,7 @@ use crate::manifest::ManifestLimits;
 use crate::policy::PolicyError;
 
 mod names;
+mod yaml;
 
 /// File name of the catalogue inside the policy directory.
 pub const CATALOGUE_FILE: &str = "catalogue.yaml";
@@ -512,16 +513,16 @@ impl Catalogue {
         for arg in &spec.manifests {
             match args.get(arg) {
                 None | Some(Value::Null) => {}
-                Some(Value::String(text)) => match check_manifest(text, limits).and_then(|()| {
-                    parse_manifest(text).map_err(|e| format!("is not valid YAML: {e}"))
-                }) {
-                    Ok(docs) => {
-                        for (i, doc) in docs.into_iter().enumerate() {
-                            b.add_document(doc, &format!("{arg}[{i}]"), ns_arg.as_deref(), 0);
+                Some(Value::String(text)) => {
+                    match check_manifest(text, limits).and_then(|()| read_manifest(text)) {
+                        Ok(docs) => {
+                            for (i, doc) in docs.into_iter().enumerate() {
+                                b.add_document(doc, &format!("{arg}[{i}]"), ns_arg.as_deref(), 0);
+                            }
                         }
+                        Err(e) => b.error(format!("argument `{arg}` {e}")),
                     }
-                    Err(e) => b.error(format!("argument `{arg}` {e}")),
-                },
+                }
                 Some(Value::Array(docs)) => {
                     for (i, doc) in docs.iter().enumerate() {
                         b.add_document(doc.clone(), &format!("{arg}[{i}]"), ns_arg.as_deref(), 0);
@@ -784,6 +785,13 @@ fn shown(value: &str) -> String {
     }
 }
 
+/// A caller's manifest as the upstream will read it: refused (with the reason) when its
+/// PyYAML reading could differ from the gateway's (see `yaml`), else every document.
+pub fn read_manifest(text: &str) -> Result<Vec<Value>, String> {
+    yaml::check_reading(text).map_err(|e| format!("is refused: it {e}"))?;
+    parse_manifest(text).map_err(|e| format!("is not valid YAML: {e}"))
+}
+
 /// Parse a multi-document YAML manifest into JSON documents.
 ///
 /// Aliases are resolved and merge keys (`<<`) applied the way PyYAML does it; a mapping with
@@ -794,6 +802,7 @@ pub fn parse_manifest(text: &str) -> Result<Vec<Value>, String> {
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let mut value =
             serde_yaml::Value::deserialize(de).map_err(|e| format!("document {i}: {e}"))?;
+        yaml::check_merges(&value).map_err(|e| format!("document {i} {e}"))?;
         value
             .apply_merge()
             .map_err(|e| format!("document {i}: {e}"))?;

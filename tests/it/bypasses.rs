@@ -225,3 +225,156 @@ async fn a_manifest_name_that_traverses_patches_what_the_path_reaches_upstream()
     assert_eq!(ns["data"], json!({"a": "b"}), "{ns}");
     h.stop().await;
 }
+
+/// PyYAML's reading of `manifest` as the upstream does it (`yaml.safe_load_all`, empty
+/// documents dropped), through the pinned interop venv; `Err` with PyYAML's message when it
+/// refuses the text.
+fn pyyaml_reading(manifest: &str) -> Result<Vec<Value>, String> {
+    use std::io::Write;
+    let python = repo_root().join(".cache/venv-mcp/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing; run scripts/setup-interop (installs the pinned interop tools into .cache)",
+        python.display()
+    );
+    let script = "import json, sys, yaml\n\
+        try:\n    docs = [d for d in yaml.safe_load_all(sys.stdin.read()) if d]\n    print(json.dumps({'docs': docs}, default=str))\n\
+        except Exception as e:\n    print(json.dumps({'error': str(e)}))\n";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    match v.get("docs") {
+        Some(Value::Array(docs)) => Ok(docs.clone()),
+        _ => Err(v["error"].as_str().unwrap_or_default().to_string()),
+    }
+}
+
+/// Documents the upstream applies: it drops empty ones (`if doc`).
+fn applied(docs: Vec<Value>) -> Vec<Value> {
+    docs.into_iter()
+        .filter(|d| match d {
+            Value::Null => false,
+            Value::Object(m) => !m.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::String(s) => !s.is_empty(),
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+        })
+        .collect()
+}
+
+/// Ordinary manifests the gateway must keep accepting, read exactly as PyYAML reads them.
+const ORDINARY_MANIFESTS: &[&str] = &[
+    "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: payments, labels: &l {app: web}}\n\
+     spec:\n  replicas: 2\n  selector: {matchLabels: *l}\n  template:\n    metadata: {labels: *l}\n    spec:\n\
+     \x20     containers:\n      - &c {name: web, image: public.ecr.aws/nginx/nginx:1.27, ports: [{containerPort: 80}]}\n\
+     \x20     - <<: *c\n        name: sidecar\n        args: [\"--verbose\", \"yes\", '012']\n",
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: scripts}\ndata:\n  run.sh: |\n    #!/bin/sh\n    \
+     if [ ! -f /x ] && [ \"$a\" != b ]; then echo hi !; fi\n  enabled: \"true\"\n  created: 2026-12-05\n\
+     ---\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 443, targetPort: 8443}]\n  \
+     selector: {app: web}\n  publishNotReadyAddresses: false\n  sessionAffinity: ~\n",
+    "base: &b {cpu: 100m, memory: 64Mi}\nkind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec:\n  containers:\n  \
+     - name: c\n    image: registry.k8s.io/pause:3.10\n    resources:\n      requests:\n        <<: *b\n        \
+     cpu: 200m\n      limits: {<<: [*b, {ephemeral-storage: 1Gi}]}\n",
+];
+
+#[test]
+fn manifests_the_gateway_accepts_read_as_pyyaml_reads_them_and_the_rest_are_refused() {
+    let mut refused = Vec::new();
+    let seeds = adversarial("manifests");
+    let ordinary = ORDINARY_MANIFESTS
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("ordinary[{i}]"), m.to_string()));
+    for (name, manifest) in seeds.iter().cloned().chain(ordinary) {
+        let upstream = pyyaml_reading(&manifest);
+        match eks_mcp_gateway::classify::read_manifest(&manifest) {
+            Ok(docs) => assert_eq!(
+                Ok(applied(docs)),
+                upstream,
+                "{name}: the gateway accepted a reading PyYAML does not share"
+            ),
+            Err(e) => {
+                assert!(!name.starts_with("ordinary"), "{name} refused: {e}");
+                refused.push((name, e, upstream));
+            }
+        }
+    }
+    // The merge-tag seeds are refused, and PyYAML does read a Secret, a namespace or a
+    // privileged container into them: the refusal is what keeps the policy honest.
+    let reading = |seed: &str| -> Value {
+        let (_, e, upstream) = refused
+            .iter()
+            .find(|(n, _, _)| n == seed)
+            .unwrap_or_else(|| panic!("{seed} was accepted"));
+        assert!(e.contains("tag") || e.contains("merge"), "{seed}: {e}");
+        upstream
+            .clone()
+            .unwrap_or_else(|e| panic!("PyYAML refused {seed}: {e}"))[0]
+            .clone()
+    };
+    for seed in [
+        "merge-tag-hides-secret-kind.yaml",
+        "verbatim-merge-tag-hides-secret-kind.yaml",
+        "tag-directive-merge-hides-secret-kind.yaml",
+    ] {
+        assert_eq!(reading(seed)["kind"], "Secret", "{seed}");
+    }
+    assert_eq!(
+        reading("merge-tag-hides-namespace.yaml")["metadata"]["namespace"],
+        "kube-system"
+    );
+    let pod = reading("merge-tag-hides-privileged-pod.yaml");
+    assert_eq!(pod["spec"]["hostPID"], true);
+    assert_eq!(
+        pod["spec"]["containers"][0]["securityContext"]["privileged"],
+        true
+    );
+    assert_eq!(
+        reading("merge-sources-share-namespace.yaml")["metadata"]["namespace"],
+        "kube-system",
+        "PyYAML 6.0.4 keeps the later source for a long key"
+    );
+}
+
+#[tokio::test]
+async fn a_merge_tag_cannot_smuggle_a_secret_or_a_privileged_pod_past_the_policy() {
+    let h = as_payments_dev().await;
+    let mut c = h.client();
+    c.initialize().await;
+    for seed in [
+        "merge-tag-hides-secret-kind.yaml",
+        "tag-directive-merge-hides-secret-kind.yaml",
+        "merge-tag-hides-privileged-pod.yaml",
+        "merge-sources-share-namespace.yaml",
+        "quoted-merge-key-read-as-text-upstream.yaml",
+    ] {
+        let manifest = std::fs::read_to_string(
+            repo_root()
+                .join("tests/fixtures/adversarial/manifests")
+                .join(seed),
+        )
+        .unwrap();
+        let r = c
+            .call_tool(
+                "apply_yaml",
+                json!({"cluster_name": "dev", "namespace": "payments", "yaml_content": manifest}),
+            )
+            .await;
+        assert_unparseable(&r, seed);
+    }
+    assert!(h.sim.tool_calls().is_empty(), "{:?}", h.sim.tool_calls());
+    h.stop().await;
+}

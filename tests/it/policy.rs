@@ -590,12 +590,21 @@ fn apply_yaml_content_guard() {
         ),
         "content.privileged",
     );
-    // YAML 1.1 booleans as the upstream's reader sees them.
+    // A plain YAML 1.1 boolean is refused (the readers type it differently); a quoted one
+    // still counts as true to the content guard.
     denied(
         &apply(
             &e,
             ALICE,
             &with("        securityContext: {privileged: yes}\n", ""),
+        ),
+        "facts.unparseable",
+    );
+    denied(
+        &apply(
+            &e,
+            ALICE,
+            &with("        securityContext: {privileged: \"On\"}\n", ""),
         ),
         "content.privileged",
     );
@@ -604,7 +613,7 @@ fn apply_yaml_content_guard() {
         "content.host_namespaces",
     );
     denied(
-        &apply(&e, ALICE, &with("", "      hostPID: On\n")),
+        &apply(&e, ALICE, &with("", "      hostPID: \"On\"\n")),
         "content.host_namespaces",
     );
     denied(
