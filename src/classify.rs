@@ -509,6 +509,38 @@ impl Catalogue {
             b.facts.all_namespaces = true;
         }
 
+        // A typed List kind (`SecretList`, `v1/List`) with `body.items`: the upstream's dynamic
+        // client posts every item to the element kind, in the namespace argument (else the
+        // item's), under the name argument when one is given. Each item is a resource.
+        let list_kind = kind_given
+            .as_deref()
+            .map(|k| self.canonical_kind(k))
+            .filter(|k| k.len() >= 4 && k.to_ascii_lowercase().ends_with("list"));
+        if let (Some(list_kind), Some(body_arg)) = (&list_kind, &spec.body)
+            && let Some(Value::Object(body)) = args.get(body_arg)
+            && body.contains_key("items")
+        {
+            let mut list = body.clone();
+            list.insert("kind".into(), Value::String(list_kind.clone()));
+            let first = b.facts.resources.len();
+            b.add_document(Value::Object(list), body_arg, ns_arg.as_deref(), None, 0);
+            let added: Vec<ResourceRef> = b.facts.resources.drain(first..).collect();
+            for mut r in added {
+                if let Some(n) = &name {
+                    r.name = Some(n.clone());
+                }
+                match (&ns_arg, r.cluster_scoped) {
+                    (Some(ns), false) if r.namespace.as_ref() != Some(ns) => {
+                        let mut in_arg = r.clone();
+                        in_arg.namespace = Some(ns.clone());
+                        b.facts.resources.push(r);
+                        b.facts.resources.push(in_arg);
+                    }
+                    _ => b.facts.resources.push(r),
+                }
+            }
+        }
+
         // Manifests: every document, List kinds expanded.
         for arg in &spec.manifests {
             match args.get(arg) {
@@ -517,7 +549,13 @@ impl Catalogue {
                     match check_manifest(text, limits).and_then(|()| read_manifest(text)) {
                         Ok(docs) => {
                             for (i, doc) in docs.into_iter().enumerate() {
-                                b.add_document(doc, &format!("{arg}[{i}]"), ns_arg.as_deref(), 0);
+                                b.add_document(
+                                    doc,
+                                    &format!("{arg}[{i}]"),
+                                    ns_arg.as_deref(),
+                                    None,
+                                    0,
+                                );
                             }
                         }
                         Err(e) => b.error(format!("argument `{arg}` {e}")),
@@ -525,12 +563,22 @@ impl Catalogue {
                 }
                 Some(Value::Array(docs)) => {
                     for (i, doc) in docs.iter().enumerate() {
-                        b.add_document(doc.clone(), &format!("{arg}[{i}]"), ns_arg.as_deref(), 0);
+                        b.add_document(
+                            doc.clone(),
+                            &format!("{arg}[{i}]"),
+                            ns_arg.as_deref(),
+                            None,
+                            0,
+                        );
                     }
                 }
-                Some(doc @ Value::Object(_)) => {
-                    b.add_document(doc.clone(), &format!("{arg}[0]"), ns_arg.as_deref(), 0)
-                }
+                Some(doc @ Value::Object(_)) => b.add_document(
+                    doc.clone(),
+                    &format!("{arg}[0]"),
+                    ns_arg.as_deref(),
+                    None,
+                    0,
+                ),
                 Some(_) => b.error(format!("argument `{arg}` is not a YAML string")),
             }
         }
@@ -668,7 +716,16 @@ impl Builder<'_> {
     }
 
     /// One manifest document (or a `List` item): a resource fact plus the object itself.
-    fn add_document(&mut self, doc: Value, source: &str, default_ns: Option<&str>, depth: usize) {
+    /// `element_kind` is the kind a typed List (`SecretList`) gives its items: the upstream
+    /// posts every item to that kind's endpoint whatever the item says.
+    fn add_document(
+        &mut self,
+        doc: Value,
+        source: &str,
+        default_ns: Option<&str>,
+        element_kind: Option<&str>,
+        depth: usize,
+    ) {
         if self.facts.objects.len() >= self.limits.max_objects {
             if !self.too_many_objects {
                 self.too_many_objects = true;
@@ -695,12 +752,33 @@ impl Builder<'_> {
                 None
             }
         };
-        let kind = kind_given.as_deref().map(|k| self.cat.canonical_kind(k));
-        // `kind: List`, `*List`: expand the items, each its own fact.
-        let is_list = kind
-            .as_deref()
-            .is_some_and(|k| k.len() >= 4 && k.to_ascii_lowercase().ends_with("list"));
+        let item_kind = kind_given.as_deref().map(|k| self.cat.canonical_kind(k));
+        // An item of a typed List is the List's element kind (and, when it names another kind,
+        // that one too); an item of `v1/List` must name its own.
+        let kind = match (element_kind, &item_kind) {
+            (Some(element), Some(own)) if own != element => {
+                let mut extra = obj.clone();
+                extra.insert("kind".into(), Value::String(own.clone()));
+                self.add_document(Value::Object(extra), source, default_ns, None, depth);
+                Some(element.to_string())
+            }
+            (Some(element), _) => Some(element.to_string()),
+            (None, own) => own.clone(),
+        };
+        let is_list = element_kind.is_none()
+            && kind
+                .as_deref()
+                .is_some_and(|k| k.len() >= 4 && k.to_ascii_lowercase().ends_with("list"));
         if is_list && obj.contains_key("items") {
+            let list_kind = kind.clone().unwrap_or_default();
+            // `SecretList` lists Secrets; `List` (v1) lists whatever each item names.
+            let element = (list_kind != "List")
+                .then(|| self.cat.canonical_kind(&list_kind[..list_kind.len() - 4]));
+            // The upstream posts items with the List document's namespace (else the call's).
+            let list_ns = match obj.get("metadata").and_then(|m| m.get("namespace")) {
+                Some(Value::String(ns)) if !ns.is_empty() => Some(ns.clone()),
+                _ => default_ns.map(str::to_string),
+            };
             if depth >= MAX_LIST_DEPTH {
                 self.error(format!(
                     "{source} nests List kinds deeper than {MAX_LIST_DEPTH}"
@@ -711,7 +789,22 @@ impl Builder<'_> {
                 Some(Value::Array(items)) => {
                     for (i, item) in items.iter().enumerate() {
                         let src = format!("{source}.items[{i}]");
-                        self.add_document(item.clone(), &src, default_ns, depth + 1);
+                        if element.is_none()
+                            && item.is_object()
+                            && !item.get("kind").is_some_and(Value::is_string)
+                        {
+                            self.error(format!(
+                                "{src} names no kind and its List gives none; write the item's kind"
+                            ));
+                            continue;
+                        }
+                        self.add_document(
+                            item.clone(),
+                            &src,
+                            list_ns.as_deref(),
+                            element.as_deref(),
+                            depth + 1,
+                        );
                     }
                 }
                 Some(Value::Null) => {}
@@ -1209,6 +1302,75 @@ mod tests {
                     "api_version": "v1", "body": {"metadata": {"name": "cm", "namespace": "web"}}}),
         );
         assert_eq!(t.resources[0].name.as_deref(), Some("cm"));
+    }
+
+    #[test]
+    fn typed_lists_yield_one_resource_per_item_with_the_element_kind() {
+        let c = cat();
+        let facts = |tool: &str, args: Value| c.classify(tool, &args).1;
+        // manage_k8s_resource with SecretList: every item is a Secret in the argument's namespace.
+        let t = facts(
+            "manage_k8s_resource",
+            json!({"operation": "create", "cluster_name": "dev", "kind": "SecretList",
+                   "api_version": "v1", "namespace": "payments",
+                   "body": {"items": [{"metadata": {"name": "a"}, "stringData": {"k": "v"}},
+                                      {"kind": "ConfigMap", "metadata": {"name": "b"}}]}}),
+        );
+        assert!(t.parse_error.is_none(), "{:?}", t.parse_error);
+        let secrets: Vec<_> = t
+            .resources
+            .iter()
+            .filter(|r| r.kind.as_deref() == Some("Secret"))
+            .map(|r| (r.name.as_deref(), r.namespace.as_deref()))
+            .collect();
+        assert_eq!(
+            secrets,
+            vec![(Some("a"), Some("payments")), (Some("b"), Some("payments"))]
+        );
+        // A cluster-scoped element kind has no namespace.
+        let t = facts(
+            "manage_k8s_resource",
+            json!({"operation": "create", "cluster_name": "dev", "kind": "ClusterRoleBindingList",
+                   "api_version": "rbac.authorization.k8s.io/v1", "namespace": "payments",
+                   "body": {"items": [{"metadata": {"name": "x"}, "roleRef": {"name": "cluster-admin"}}]}}),
+        );
+        assert!(
+            t.resources
+                .iter()
+                .any(|r| r.kind.as_deref() == Some("ClusterRoleBinding")
+                    && r.cluster_scoped
+                    && r.namespace.is_none())
+        );
+        // A PodList item is content-checked as a Pod.
+        let t = facts(
+            "manage_k8s_resource",
+            json!({"operation": "create", "cluster_name": "dev", "kind": "PodList",
+                   "api_version": "v1", "namespace": "payments",
+                   "body": {"items": [{"metadata": {"name": "p"}, "spec": {"hostPID": true}}]}}),
+        );
+        let pod = t
+            .resources
+            .iter()
+            .find(|r| r.kind.as_deref() == Some("Pod"))
+            .unwrap();
+        assert_eq!(
+            t.objects[pod.object.unwrap()]["spec"]["hostPID"],
+            json!(true)
+        );
+        // Manifests: a SecretList document, its namespace inherited by items without one.
+        let t = facts(
+            "apply_yaml",
+            json!({"cluster_name": "dev", "namespace": "payments", "yaml_content":
+                "apiVersion: v1\nkind: SecretList\nmetadata: {name: l, namespace: kube-system}\nitems:\n- metadata: {name: s}\n"}),
+        );
+        assert_eq!(kinds(&t), vec![(Some("Secret"), Some("kube-system"))]);
+        // A v1 List item without a kind cannot be placed.
+        let t = facts(
+            "apply_yaml",
+            json!({"cluster_name": "dev", "namespace": "payments", "yaml_content":
+                "apiVersion: v1\nkind: List\nitems:\n- metadata: {name: s}\n"}),
+        );
+        assert!(t.parse_error.unwrap().contains("names no kind"));
     }
 
     #[test]
