@@ -157,8 +157,8 @@ async fn run(s: Settings, full: bool) {
     let upstream_url = line.trim().to_owned();
 
     let dir = tempfile::tempdir().unwrap();
-    // LOAD_POLICY_DIR swaps in another policy directory, e.g. an allow-all policy to measure
-    // the relay without the cost of the shipped policies.
+    // LOAD_POLICY_DIR swaps in another policy directory, e.g. benches/policies-allow-all to
+    // measure the relay without the cost of the shipped policies.
     let policy_dir =
         std::env::var("LOAD_POLICY_DIR").unwrap_or_else(|_| format!("{repo}/policies"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")

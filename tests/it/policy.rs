@@ -1241,3 +1241,40 @@ mod e2e {
         h.stop().await;
     }
 }
+
+/// The allow-all policy directory the load bench takes through `LOAD_POLICY_DIR` (to measure
+/// the relay without the shipped policies) loads, allows what the shipped policies deny, hides
+/// no tool, and still redacts with the baseline profile.
+#[tokio::test]
+async fn the_load_benchs_allow_all_policy_directory_works() {
+    use crate::harness::{Harness, Options};
+    let h = Harness::start_with(Options {
+        policy_dir: crate::harness::repo_root().join("benches/policies-allow-all"),
+        ..Options::default().principal("load@example.com", &[])
+    })
+    .await;
+    let c = h.client();
+    let tools = c.stateless("tools/list", json!({})).await;
+    assert_eq!(tools.result()["tools"].as_array().unwrap().len(), 20);
+    let r = c
+        .stateless_call(
+            "get_pod_logs",
+            json!({"cluster_name": "prod", "namespace": "payments", "pod_name": eks_mcp_gateway::sim::CRASHLOOP_POD}),
+        )
+        .await;
+    assert!(!r.is_tool_error(), "{}", r.text());
+    assert!(r.tool_text().contains("[REDACTED:"), "{}", r.tool_text());
+    assert!(!r.text().contains(eks_mcp_gateway::sim::planted::PASSWORD));
+    assert_eq!(h.sim.tool_calls().len(), 1);
+    let records = h.audit_records(2).await;
+    let call = records
+        .iter()
+        .find(|r| r["method"] == "tools/call")
+        .unwrap();
+    assert_eq!(
+        call["decision"]["rules"],
+        json!(["bench.allow_all"]),
+        "{call}"
+    );
+    h.stop().await;
+}
