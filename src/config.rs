@@ -94,6 +94,18 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     #[serde(default = "d_header_timeout", with = "duration_str")]
     pub header_read_timeout: Duration,
+    /// Time allowed for a request body once its headers are in, before `body_min_rate`
+    /// extends it; counted separately from `header_read_timeout`.
+    #[serde(default = "d_body_timeout", with = "duration_str")]
+    pub body_read_timeout: Duration,
+    /// Bytes per second a body must keep up: each byte received extends the body deadline by
+    /// `1 / body_min_rate` seconds. A body that falls behind gets HTTP 408.
+    #[serde(default = "d_body_min_rate")]
+    pub body_min_rate: u64,
+    /// Requests in flight at once from one client address; beyond this it gets HTTP 503,
+    /// so that one source cannot hold every slot of `max_concurrent_requests`.
+    #[serde(default = "d_per_source")]
+    pub max_requests_per_source: usize,
     /// Requests in flight at once (POST/DELETE); beyond this the client gets HTTP 503.
     #[serde(default = "d_concurrent")]
     pub max_concurrent_requests: usize,
@@ -140,6 +152,15 @@ fn d_body() -> usize {
 fn d_header_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn d_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_body_min_rate() -> u64 {
+    16 * 1024
+}
+fn d_per_source() -> usize {
+    128
+}
 fn d_concurrent() -> usize {
     1024
 }
@@ -167,6 +188,9 @@ impl Default for LimitsConfig {
         Self {
             max_body_bytes: d_body(),
             header_read_timeout: d_header_timeout(),
+            body_read_timeout: d_body_timeout(),
+            body_min_rate: d_body_min_rate(),
+            max_requests_per_source: d_per_source(),
             max_concurrent_requests: d_concurrent(),
             max_sse_streams: d_streams(),
             shutdown_grace: d_grace(),
@@ -665,6 +689,20 @@ impl Config {
                 "limits.max_sse_streams",
                 "must be > 0".into(),
                 "e.g. 256",
+            ));
+        }
+        if self.limits.body_read_timeout.is_zero() || self.limits.body_min_rate == 0 {
+            return Err(invalid(
+                "limits.body_read_timeout",
+                "and limits.body_min_rate must be > 0".into(),
+                "e.g. body_read_timeout: 10s, body_min_rate: 16384",
+            ));
+        }
+        if self.limits.max_requests_per_source == 0 {
+            return Err(invalid(
+                "limits.max_requests_per_source",
+                "must be > 0".into(),
+                "e.g. 128 (at most limits.max_concurrent_requests)",
             ));
         }
         let max_depth = crate::manifest::MAX_SUPPORTED_DEPTH;

@@ -142,10 +142,69 @@ pub(crate) async fn route(
     if req.method() == Method::OPTIONS {
         return plain_status(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE");
     }
+    // One source may hold at most `limits.max_requests_per_source` of the request slots,
+    // whatever it does with them (a body trickled one byte at a time, a slow upstream call).
+    let slots = gw.clone();
+    let Some(_slot) = slots.source_slots.try_acquire(peer.ip()) else {
+        tracing::warn!(%peer, "refused a request: too many requests in flight from this address");
+        return crate::pipeline::overloaded(
+            "too many requests in flight from your address (limits.max_requests_per_source)",
+        );
+    };
     crate::metrics::global().inflight_requests.inc();
     let resp = gw.handle_mcp(req).await;
     crate::metrics::global().inflight_requests.dec();
     resp
+}
+
+/// Requests in flight per client address, bounded.
+pub struct SourceSlots {
+    max: usize,
+    held: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One request slot of one source; released on drop.
+pub struct SourceSlot<'a> {
+    slots: &'a SourceSlots,
+    ip: std::net::IpAddr,
+}
+
+impl SourceSlots {
+    pub fn new(max: usize) -> Self {
+        SourceSlots {
+            max,
+            held: Default::default(),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for `ip`, or `None` when it already holds `max`.
+    pub fn try_acquire(&self, ip: std::net::IpAddr) -> Option<SourceSlot<'_>> {
+        let mut held = self.lock();
+        let n = held.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot { slots: self, ip })
+    }
+}
+
+impl Drop for SourceSlot<'_> {
+    fn drop(&mut self) {
+        let mut held = self.slots.lock();
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// `/readyz`: every component that must work for this replica to serve traffic.
@@ -390,6 +449,22 @@ pub async fn serve_gateway(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_holds_at_most_its_slots() {
+        let slots = SourceSlots::new(2);
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let one = slots.try_acquire(a).unwrap();
+        let _two = slots.try_acquire(a).unwrap();
+        assert!(slots.try_acquire(a).is_none());
+        assert!(
+            slots.try_acquire(b).is_some(),
+            "another source is not affected"
+        );
+        drop(one);
+        assert!(slots.try_acquire(a).is_some());
+    }
 
     #[test]
     fn ports_are_stripped_for_host_checks() {

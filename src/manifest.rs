@@ -71,16 +71,16 @@ impl fmt::Display for LimitExceeded {
 /// reaches them within the same bounds.
 pub fn check(text: &str, limits: &ManifestLimits) -> Result<(), LimitExceeded> {
     let shape = scan(text, limits.max_depth.min(MAX_SUPPORTED_DEPTH))?;
-    if shape.values > limits.max_values {
-        return Err(LimitExceeded(format!(
-            "holds more than {} YAML values (limits.max_manifest_values)",
-            limits.max_values
-        )));
-    }
     if shape.documents > limits.max_documents {
         return Err(LimitExceeded(format!(
             "holds more than {} YAML documents (limits.max_manifest_documents)",
             limits.max_documents
+        )));
+    }
+    if shape.values > limits.max_values {
+        return Err(LimitExceeded(format!(
+            "holds more than {} YAML values (limits.max_manifest_values)",
+            limits.max_values
         )));
     }
     if shape.aliases {

@@ -61,6 +61,8 @@ pub struct Gateway {
     streams: Arc<Semaphore>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     draining: std::sync::atomic::AtomicBool,
+    /// Request slots per client address (`limits.max_requests_per_source`).
+    pub(crate) source_slots: crate::front::SourceSlots,
 }
 
 /// Parts supplied by the embedder instead of being built from the configuration.
@@ -105,6 +107,7 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             requests: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             streams: Arc::new(Semaphore::new(config.limits.max_sse_streams)),
+            source_slots: crate::front::SourceSlots::new(config.limits.max_requests_per_source),
             config,
             upstream,
             policy,
@@ -179,15 +182,26 @@ impl Gateway {
         if content_length(&parts.headers).is_some_and(|n| n > max as u64) {
             return too_large(max);
         }
-        let bytes = match Limited::new(body, max).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return too_large(max);
+        let bytes = match read_body(body, max, &self.config.limits).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => return too_large(max),
+            Err(BodyError::TooSlow { received }) => {
+                tracing::warn!(received, "request body arrived too slowly; closing");
+                let mut resp = json_error_status(
+                    StatusCode::REQUEST_TIMEOUT,
+                    None,
+                    jsonrpc::INVALID_REQUEST,
+                    &format!(
+                        "the request body arrived too slowly ({received} bytes before the \
+                         deadline of limits.body_read_timeout plus one second per \
+                         limits.body_min_rate bytes)"
+                    ),
+                );
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
             }
-            Err(e) => {
+            Err(BodyError::Read(e)) => {
                 return json_error_status(
                     StatusCode::BAD_REQUEST,
                     None,
@@ -1344,6 +1358,44 @@ fn host_header_value(authority: &http::uri::Authority, scheme: Option<&str>) -> 
     }
 }
 
+enum BodyError {
+    TooLarge,
+    TooSlow { received: usize },
+    Read(hyper::Error),
+}
+
+/// Read a request body of at most `max` bytes that keeps up with the body deadline: it must
+/// be complete within `limits.body_read_timeout`, extended by one second per
+/// `limits.body_min_rate` bytes received. A body trickled a byte at a time is cut off.
+async fn read_body(
+    mut body: Incoming,
+    max: usize,
+    limits: &crate::config::LimitsConfig,
+) -> Result<Bytes, BodyError> {
+    let started = tokio::time::Instant::now();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let earned = Duration::from_secs_f64(buf.len() as f64 / limits.body_min_rate as f64);
+        let deadline = started + limits.body_read_timeout + earned;
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(BodyError::TooSlow {
+                    received: buf.len(),
+                });
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(BodyError::Read(e)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
 fn too_large(max: usize) -> Response<GatewayBody> {
     json_error_status(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -1355,7 +1407,7 @@ fn too_large(max: usize) -> Response<GatewayBody> {
     )
 }
 
-fn overloaded(why: &str) -> Response<GatewayBody> {
+pub(crate) fn overloaded(why: &str) -> Response<GatewayBody> {
     let mut r = json_error_status(
         StatusCode::SERVICE_UNAVAILABLE,
         None,

@@ -6,6 +6,7 @@ mod bypasses;
 mod core;
 mod credentials;
 mod deploy;
+mod dos;
 mod faults;
 mod identity;
 mod interop;
