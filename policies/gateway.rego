@@ -121,6 +121,18 @@ method_notices contains n if {
 	n := {"rule": "methods.allowed", "reason": sprintf("%s is allowed for authenticated principals", [input.mcp.method])}
 }
 
+# --- facts tested negatively ---------------------------------------------------------
+
+# Rego engines differ on `not` over a call whose argument is undefined: OPA reads
+# `not is_object(input.tool)` as undefined when input.tool is absent (it binds the argument
+# before negating), regorus as true. So a fact tested with `not` is a rule (negating a rule
+# means the same on every engine) or reads the field through object.get with a default, and a
+# document that lacks a field is denied alike on both (docs/policy.md, "The policies under
+# OPA"; tests/it/opa.rs compares the engines).
+facts_unparseable if is_string(input.target.parse_error)
+
+aws_write_tool if input.tool.name in data.gateway.aws_write_tools
+
 # --- principal -------------------------------------------------------------------------
 
 # The principal's groups plus the groups every principal has (data.gateway.default_groups).
@@ -222,14 +234,14 @@ tool_visible if {
 
 tool_never_allowed if {
 	input.tool.access == "write"
-	not input.tool.name in data.gateway.aws_write_tools
+	not aws_write_tool
 	not some_kubernetes_grant
 }
 
 tool_never_allowed if {
 	input.tool.access == "write"
-	input.tool.name in data.gateway.aws_write_tools
-	not some_aws_grant(input.tool.name)
+	aws_write_tool
+	not some_aws_grant
 }
 
 some_kubernetes_grant if {
@@ -237,8 +249,8 @@ some_kubernetes_grant if {
 	count(object.get(s, "writes", [])) > 0
 }
 
-some_aws_grant(tool) if {
+some_aws_grant if {
 	some g in data.gateway.aws_grants
-	tool in g.tools
+	input.tool.name in g.tools
 	names_principal(g)
 }

@@ -27,8 +27,8 @@ secret_deny_rules contains d if {
 	tool_call
 	input.tool.access != "write"
 	some r in secret_resources
-	not input.tool.name in data.gateway.secrets.listing_tools
-	not input.tool.name in data.gateway.secrets.metadata_tools
+	not secret_listing_tool
+	not secret_metadata_tool
 	d := {
 		"rule": "secrets.read",
 		"reason": sprintf("reading the %s %s in namespace %s is denied: Secret contents never leave the cluster through MCP; list Secrets with list_k8s_resources to see their names, or read the workload that uses it", [r.kind, object_name(r), object_namespace(r)]),
@@ -39,9 +39,14 @@ redact_profiles contains "secret_values" if secret_listing
 
 secret_listing if {
 	tool_call
-	input.tool.name in data.gateway.secrets.listing_tools
+	secret_listing_tool
 	count(secret_resources) > 0
 }
+
+# Rules, so that `not` means the same on every engine (see gateway.rego).
+secret_listing_tool if input.tool.name in data.gateway.secrets.listing_tools
+
+secret_metadata_tool if input.tool.name in data.gateway.secrets.metadata_tools
 
 tool_notices contains n if {
 	secret_listing

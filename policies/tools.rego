@@ -11,7 +11,8 @@ tool_call if input.mcp.method == "tools/call"
 
 tool_deny contains d if {
 	tool_call
-	not is_object(input.tool)
+	# object.get: an absent input.tool denies like a null one on every engine (gateway.rego).
+	not is_object(object.get(input, "tool", null))
 	d := {
 		"rule": "tools.missing",
 		"reason": "the tools/call request names no tool; give params.name",
@@ -39,7 +40,7 @@ tool_deny contains d if {
 tool_deny contains d if {
 	tool_call
 	input.tool.targets_cluster
-	not is_string(input.target.cluster)
+	not is_string(object.get(input, ["target", "cluster"], null))
 	d := {
 		"rule": "clusters.missing",
 		"reason": sprintf("%s needs a cluster_name; give the EKS cluster to act on", [input.tool.name]),

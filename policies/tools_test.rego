@@ -11,6 +11,22 @@ test_tools_call_without_tool_is_denied if {
 	denied_by(d, "tools.missing")
 }
 
+# A document that lacks a field is denied as one holding null. Under OPA a rule negating a call
+# on the absent field (`not is_object(input.tool)`) would not fire; the negated facts are rules
+# or read through object.get (gateway.rego), so both engines deny (tests/it/opa.rs).
+test_absent_fields_deny_like_null_ones if {
+	no_tool := object.remove(method_input(alice, "tools/call"), ["tool"])
+	denied_by(data.eks_mcp.gateway.decision, "tools.missing") with input as no_tool
+	no_cluster := call(alice, tool("list_api_versions", "read"), object.remove(empty_target, ["cluster"]))
+	denied_by(data.eks_mcp.gateway.decision, "clusters.missing") with input as no_cluster
+	no_error := call(alice, tool("apply_yaml", "write"), object.remove(target("dev-1", []), ["parse_error"]))
+	denied_by(data.eks_mcp.gateway.decision, "writes.nothing") with input as no_error
+	nameless_write := call(alice, object.remove(tool("manage_k8s_resource", "write"), ["name"]), target("dev-1", [res("ConfigMap", "kube-system", "x")]))
+	denied_by(data.eks_mcp.gateway.decision, "writes.no_grant") with input as nameless_write
+	nameless_read := call(alice, object.remove(tool("read_k8s_resource", "read"), ["name"]), target("dev-1", [res("Secret", "payments", "db")]))
+	denied_by(data.eks_mcp.gateway.decision, "secrets.read") with input as nameless_read
+}
+
 test_unparseable_facts_are_denied if {
 	d := data.eks_mcp.gateway.decision with input as call(alice, tool("apply_yaml", "write"), object.union(target("dev-1", []), {"parse_error": "argument `yaml_content` is not valid YAML"}))
 	denied_by(d, "facts.unparseable")

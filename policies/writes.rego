@@ -15,12 +15,12 @@ writing if {
 
 aws_write if {
 	writing
-	input.tool.name in data.gateway.aws_write_tools
+	aws_write_tool
 }
 
 kubernetes_write if {
 	writing
-	not input.tool.name in data.gateway.aws_write_tools
+	not aws_write_tool
 }
 
 # The operation grants are matched on: the tool's operation, or `apply` for apply_yaml.
@@ -107,7 +107,7 @@ all_namespaces_write_granted if {
 write_deny_rules contains d if {
 	kubernetes_write
 	count(input.target.resources) == 0
-	not is_string(input.target.parse_error)
+	not facts_unparseable
 	d := {
 		"rule": "writes.nothing",
 		"reason": sprintf("this %s names no Kubernetes object; give kind and name, or a manifest with at least one object", [input.tool.name]),

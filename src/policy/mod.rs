@@ -135,6 +135,13 @@ impl Decision {
         }
     }
 
+    /// Read a decision document (the entrypoint's value as JSON, from this gateway's engine
+    /// or from another Rego engine) as the gateway reads it: the shape is checked, a deny
+    /// without reasons gets one, and baseline redaction is always included.
+    pub fn from_document(document: &serde_json::Value) -> Result<Decision, String> {
+        parse_decision(&regorus::Value::from(document.clone()))
+    }
+
     /// True when the gateway, not the policy, made this decision.
     pub fn is_fail_closed(&self) -> bool {
         self.rules.iter().any(|r| r == FAIL_CLOSED_RULE)
@@ -366,13 +373,36 @@ impl PolicyEngine {
 
     fn decide_regorus(&self, input: regorus::Value) -> Decision {
         // The caller times the evaluation (`policy_eval_seconds`), input building included.
-        // A panic inside the evaluator must not take the request task down with it.
+        self.decision_of(self.evaluate(input))
+    }
+
+    /// The entrypoint's value for an input document (JSON), evaluated exactly as
+    /// [`decide`](Self::decide) evaluates it, before it is read as a [`Decision`]: `Ok(None)`
+    /// when it is undefined. For comparing the policy's answer with another Rego engine's
+    /// (tests/it/opa.rs runs OPA on the same documents); [`Decision::from_document`] reads
+    /// such a value the way the gateway does.
+    pub fn decision_document(
+        &self,
+        input: serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, String> {
+        match self.evaluate(regorus::Value::from(input))? {
+            regorus::Value::Undefined => Ok(None),
+            value => serde_json::to_value(&value)
+                .map(Some)
+                .map_err(|e| format!("the decision does not convert to JSON: {e}")),
+        }
+    }
+
+    /// The entrypoint's value: on the bytecode, and on the interpreter when the bytecode
+    /// could not evaluate it. A panic inside either evaluator is an error, not a crash of the
+    /// request task.
+    fn evaluate(&self, input: regorus::Value) -> Result<regorus::Value, String> {
         if let Some(bytecode) = &self.bytecode {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 bytecode.eval(input.clone())
             }));
             match result {
-                Ok(Ok(value)) => return self.decision_of(Ok(value)),
+                Ok(Ok(value)) => return Ok(value),
                 // The interpreter has the last word on anything the bytecode could not
                 // evaluate (it fails closed in turn if it cannot either).
                 Ok(Err(e)) => {
@@ -383,19 +413,24 @@ impl PolicyEngine {
                 }
             }
         }
-        self.interpret(input)
+        self.interpret_value(input)
     }
 
     /// [`decide_value`](Self::decide_value) with the interpreter only.
+    #[cfg(test)]
     fn interpret(&self, input: regorus::Value) -> Decision {
+        self.decision_of(self.interpret_value(input))
+    }
+
+    fn interpret_value(&self, input: regorus::Value) -> Result<regorus::Value, String> {
         let mut engine = self.template.clone();
         engine.set_input(input);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             engine.eval_rule(self.entrypoint.clone())
         }));
         match result {
-            Ok(r) => self.decision_of(r.map_err(|e| e.to_string())),
-            Err(_) => self.failed("the policy interpreter panicked"),
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("the policy interpreter panicked".to_string()),
         }
     }
 

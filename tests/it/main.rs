@@ -10,6 +10,7 @@ mod dos;
 mod faults;
 mod identity;
 mod interop;
+mod opa;
 mod policy;
 mod redaction;
 mod replay;
