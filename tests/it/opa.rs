@@ -124,12 +124,19 @@ fn every_rego_unit_test_passes_under_opa() {
         }
     }
     let regorus = run_tests(&shipped_dir());
+    // The runner also checks decision fixtures (policies/fixtures); the Rego test rules are
+    // the results from *_test.rego files.
+    let regorus_rules = regorus
+        .results
+        .iter()
+        .filter(|r| r.file.to_string_lossy().ends_with("_test.rego"))
+        .count();
     println!(
-        "OPA 1.20.2: {} of {} Rego unit tests passed ({} test rules declared in policies/*_test.rego, {} passed under regorus)",
+        "OPA 1.20.2: {} of {} Rego unit tests passed ({} test rules declared in policies/*_test.rego, {} run under regorus)",
         ran.len() - failed.len(),
         ran.len(),
         declared.len(),
-        regorus.passed(),
+        regorus_rules,
     );
     assert!(failed.is_empty(), "tests failing under OPA: {failed:#?}");
     assert_eq!(ran, declared, "OPA ran exactly the declared test rules");
@@ -138,7 +145,7 @@ fn every_rego_unit_test_passes_under_opa() {
         "OPA's package documents hold exactly the declared test rules"
     );
     assert!(regorus.success(), "the regorus runner passes too");
-    assert_eq!(regorus.results.len(), declared.len());
+    assert_eq!(regorus_rules, declared.len());
     assert!(
         declared.len() >= 80,
         "{} test rules: the shipped suite is larger",
