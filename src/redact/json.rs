@@ -34,6 +34,22 @@ fn is_secret_type(t: &str) -> bool {
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// Members that name the value of a name/value pair (`env`, Helm parameters, CloudFormation).
+const PAIR_NAME_KEYS: &[&str] = &[
+    "name",
+    "Name",
+    "key",
+    "Key",
+    "ParameterKey",
+    "parameterKey",
+    "OptionName",
+    "variable",
+];
+/// Members that hold the value of a name/value pair.
+const PAIR_VALUE_KEYS: &[&str] = &["value", "Value", "ParameterValue", "parameterValue"];
+/// The private (and symmetric) members of a JSON Web Key (RFC 7518 section 6).
+const JWK_PRIVATE_MEMBERS: &[&str] = &["k", "d", "p", "q", "dp", "dq", "qi"];
+
 /// What the structural walk needs from a JSON tree. Two trees implement it: the message's
 /// own `serde_json::Value` (walked in place, as it will be sent) and [`Node`], the cheaper
 /// tree that documents found inside strings are parsed into. One walk serves both, so a
@@ -48,10 +64,8 @@ pub(crate) trait Tree: Sized {
     fn shape(&mut self) -> Shape<'_, Self>;
     /// An object's members, in order (`None` for anything else).
     fn members(&self) -> Option<Self::Members<'_>>;
-    fn get(&self, key: &str) -> Option<&Self>;
     fn as_str(&self) -> Option<&str>;
     fn is_object(&self) -> bool;
-    fn is_array(&self) -> bool;
     fn is_string(&self) -> bool;
     fn is_null(&self) -> bool;
     fn from_string(s: String) -> Self;
@@ -79,17 +93,11 @@ impl Tree for Value {
     fn members(&self) -> Option<Self::Members<'_>> {
         self.as_object().map(|m| m.iter())
     }
-    fn get(&self, key: &str) -> Option<&Self> {
-        self.as_object().and_then(|m| m.get(key))
-    }
     fn as_str(&self) -> Option<&str> {
         Value::as_str(self)
     }
     fn is_object(&self) -> bool {
         Value::is_object(self)
-    }
-    fn is_array(&self) -> bool {
-        Value::is_array(self)
     }
     fn is_string(&self) -> bool {
         Value::is_string(self)
@@ -130,17 +138,11 @@ impl Tree for Node {
             _ => None,
         }
     }
-    fn get(&self, key: &str) -> Option<&Self> {
-        Node::get(self, key)
-    }
     fn as_str(&self) -> Option<&str> {
         Node::as_str(self)
     }
     fn is_object(&self) -> bool {
         Node::is_object(self)
-    }
-    fn is_array(&self) -> bool {
-        matches!(self, Node::Array(_))
     }
     fn is_string(&self) -> bool {
         Node::is_string(self)
@@ -404,15 +406,19 @@ impl<'a> Walk<'a> {
             Shape::String(s) => self.string(s),
             Shape::Array(a) => {
                 let base = self.path.len();
+                let mut siblings = Siblings::default();
                 for (i, x) in a.iter_mut().enumerate() {
                     push_index(&mut self.path, i);
-                    self.value(
-                        x,
-                        Ctx {
-                            secret_item: ctx.secret_item,
-                            ..Ctx::default()
-                        },
-                    );
+                    match siblings.next(x.as_str(), self.active) {
+                        Some(det) => self.redact_whole(x, det),
+                        None => self.value(
+                            x,
+                            Ctx {
+                                secret_item: ctx.secret_item,
+                                ..Ctx::default()
+                            },
+                        ),
+                    }
                     self.path.truncate(base);
                 }
             }
@@ -424,15 +430,22 @@ impl<'a> Walk<'a> {
         // The few keys that decide the shape, found in one pass over the members: cheaper
         // than five lookups (each a SipHash in a `serde_json::Map`).
         let (mut kind, mut has_data, mut ty, mut is_docker) = (None, false, None, false);
+        let (mut pair_name, mut is_jwk) = (None, false);
         for (k, v) in m.members().into_iter().flatten() {
             match k.as_str() {
                 "kind" => kind = v.as_str(),
                 "data" | "stringData" => has_data = true,
                 "type" => ty = v.as_str(),
                 "auths" => is_docker = v.is_object(),
+                "kty" => is_jwk = v.is_string(),
+                k if PAIR_NAME_KEYS.contains(&k) => pair_name = v.as_str(),
                 _ => {}
             }
         }
+        // `{name: DB_PASSWORD, value: ...}`: env lists, Argo CD `helm.parameters`,
+        // CloudFormation `ParameterKey`/`ParameterValue`, any list of name/value pairs.
+        let pair_secret = self.active.has(d::SENSITIVE_ENV_VALUE)
+            && pair_name.is_some_and(|n| names::classify(n).is_some());
         let is_secret = ctx.secret_item
             || kind == Some("Secret")
             || (kind.is_none() && has_data && ty.is_some_and(is_secret_type));
@@ -467,8 +480,14 @@ impl<'a> Walk<'a> {
                         ..Ctx::default()
                     },
                 );
-            } else if (key == "env" || key == "environment") && v.is_array() {
-                self.env_list(v);
+            } else if pair_secret && PAIR_VALUE_KEYS.contains(&key) && v.is_string() {
+                self.redact_whole(v, d::SENSITIVE_ENV_VALUE);
+            } else if is_jwk
+                && JWK_PRIVATE_MEMBERS.contains(&key)
+                && v.is_string()
+                && self.active.has(d::PRIVATE_KEY)
+            {
+                self.redact_whole(v, d::PRIVATE_KEY);
             } else if is_docker && key == "auths" {
                 self.docker_auths(v);
             } else if let Some(det) = self.key_detector(key, ctx) {
@@ -549,39 +568,6 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// `env: [{name, value}]`: the value when the name names a credential; every value is
-    /// still scanned as text.
-    fn env_list<T: Tree>(&mut self, v: &mut T) {
-        let Shape::Array(list) = v.shape() else {
-            return;
-        };
-        let base = self.path.len();
-        for (i, e) in list.iter_mut().enumerate() {
-            push_index(&mut self.path, i);
-            let sensitive = self.active.has(d::SENSITIVE_ENV_VALUE)
-                && e.get("name")
-                    .and_then(T::as_str)
-                    .is_some_and(|n| names::classify(n).is_some());
-            if sensitive && e.is_object() {
-                if let Shape::Object(o) = e.shape() {
-                    let eb = self.path.len();
-                    for (k, ev) in o {
-                        push_key(&mut self.path, k);
-                        if k == "value" && ev.is_string() {
-                            self.redact_whole(ev, d::SENSITIVE_ENV_VALUE);
-                        } else {
-                            self.value(ev, Ctx::default());
-                        }
-                        self.path.truncate(eb);
-                    }
-                }
-            } else {
-                self.value(e, Ctx::default());
-            }
-            self.path.truncate(base);
-        }
-    }
-
     /// Docker config `auths.<registry>.{auth,password,identitytoken,registrytoken}`.
     fn docker_auths<T: Tree>(&mut self, v: &mut T) {
         let Shape::Object(regs) = v.shape() else {
@@ -638,7 +624,71 @@ impl<'a> Walk<'a> {
             }
             return;
         }
+        if self.depth < MAX_NESTED_JSON {
+            self.fragments(s);
+        }
         self.text(s);
+    }
+
+    /// JSON objects inside a line of text (`DEBU[0000] {"auths": {...}}`, `msg={"password":
+    /// ...}`): each is parsed where it starts and walked like a whole document, and written
+    /// back compactly when something in it was redacted. The text scan then reads the whole
+    /// line as usual. Failed parse attempts may look at four times the text in all (plus a
+    /// little); after that the line is left to the text scan alone, so a line of unclosed
+    /// objects stays linear to scan.
+    fn fragments(&mut self, s: &mut String) {
+        let b = s.as_bytes();
+        let mut budget = 4 * b.len() + 4096;
+        let mut rebuilt: Option<String> = None;
+        let mut copied = 0;
+        let mut i = 0;
+        while let Some(p) = memchr::memchr(b'{', &b[i..]).map(|p| i + p) {
+            i = p + 1;
+            let q = p
+                + 1
+                + b[p + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_whitespace())
+                    .count();
+            if b.get(q) != Some(&b'"') {
+                continue;
+            }
+            let rest = &s[p..];
+            let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+            match stream.next() {
+                Some(Ok(mut v)) => {
+                    let end = p + stream.byte_offset();
+                    text::work(end - p);
+                    i = end;
+                    let before = self.out.len();
+                    let base = self.path.len();
+                    self.path.push('$');
+                    self.depth += 1;
+                    self.value(&mut v, Ctx::default());
+                    self.depth -= 1;
+                    self.path.truncate(base);
+                    if self.out.len() > before {
+                        let out = rebuilt.get_or_insert_with(|| String::with_capacity(s.len()));
+                        out.push_str(&s[copied..p]);
+                        out.push_str(&serde_json::to_string(&v).expect("a JSON value serialises"));
+                        copied = end;
+                    }
+                }
+                Some(Err(e)) => {
+                    let looked = error_offset(rest, &e);
+                    text::work(looked);
+                    budget = budget.saturating_sub(looked);
+                    if budget == 0 {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        if let Some(mut out) = rebuilt {
+            out.push_str(&s[copied..]);
+            *s = out;
+        }
     }
 
     fn text(&mut self, s: &mut String) {
@@ -653,6 +703,75 @@ impl<'a> Walk<'a> {
         }
         self.spans = spans;
     }
+}
+
+/// A secret spread over the string elements of one array (a container's `args` or `command`,
+/// `log_lines`, any list of strings): a PEM private key printed one line per element, up to
+/// its END line or, when that never comes, to the end of the array; the value element after
+/// a credential flag (`["--api-token", "<value>"]`, `["-u", "root", "-p", "<value>"]`, a log
+/// line ending in `--password`). The elements are judged one after another, in one pass.
+#[derive(Default)]
+struct Siblings {
+    /// Inside a PEM private key that started in an earlier element.
+    in_key: bool,
+    /// The previous element asked for its value in this one.
+    value_next: bool,
+    /// A user flag or a MySQL-family command came earlier, so `-p` is a password flag.
+    user_seen: bool,
+}
+
+impl Siblings {
+    /// The detector that removes this element whole, if it belongs to a split secret.
+    fn next(&mut self, s: Option<&str>, active: DetectorSet) -> Option<Det> {
+        let Some(s) = s else {
+            *self = Siblings::default();
+            return None;
+        };
+        if self.in_key {
+            if s.contains("-----END") {
+                self.in_key = false;
+            }
+            return active.has(d::PRIVATE_KEY).then_some(d::PRIVATE_KEY);
+        }
+        if let Some(b) = s.find("-----BEGIN")
+            && s[b..].contains("PRIVATE KEY-----")
+            && !s[b..].contains("-----END")
+        {
+            // This element is redacted by the text scanner (BEGIN to its end); the rest
+            // of the key follows in the next elements.
+            self.in_key = true;
+            self.value_next = false;
+            return None;
+        }
+        let take = std::mem::take(&mut self.value_next);
+        let last = s.trim_end().rsplit([' ', '\t']).next().unwrap_or("");
+        self.user_seen |= is_user_flag(last) || is_mysql_like(s);
+        self.value_next = text::is_credential_flag(last, self.user_seen);
+        (take && !s.trim().is_empty())
+            .then_some(d::CREDENTIAL_ASSIGNMENT)
+            .filter(|d| active.has(*d))
+    }
+}
+
+fn is_user_flag(w: &str) -> bool {
+    matches!(w, "-u" | "-U" | "--user" | "--username") || (w.starts_with("-u") && w.len() > 2)
+}
+
+fn is_mysql_like(s: &str) -> bool {
+    let cmd = s.trim().rsplit('/').next().unwrap_or("");
+    cmd.starts_with("mysql") || cmd.starts_with("mariadb") || cmd == "sshpass"
+}
+
+/// How far into `s` the parser read before it failed (from the error's line and column).
+fn error_offset(s: &str, e: &serde_json::Error) -> usize {
+    let line_start = if e.line() <= 1 {
+        0
+    } else {
+        memchr::memchr_iter(b'\n', s.as_bytes())
+            .nth(e.line() - 2)
+            .map_or(s.len(), |p| p + 1)
+    };
+    (line_start + e.column()).min(s.len())
 }
 
 /// `\uXXXX` or `\/` escapes can hide a trigger from the raw-text check of a JSON document.

@@ -392,7 +392,9 @@ impl Redactor {
         out
     }
 
-    /// Redact free text (log lines, deny reasons, error messages). Paths are `$`.
+    /// Redact free text (log lines, deny reasons, error messages): the same treatment as a
+    /// string inside a message (a JSON document in it, or JSON objects embedded in a line,
+    /// are walked structurally). Paths start with `$`.
     pub fn redact_text<'s>(
         &self,
         s: &'s str,
@@ -402,23 +404,13 @@ impl Redactor {
         if active.is_empty() || !self.scanner.has_trigger(s) {
             return (Cow::Borrowed(s), Vec::new());
         }
-        let mut spans = Vec::new();
-        self.scanner.scan(s, active, &mut spans);
-        if spans.is_empty() {
-            return (Cow::Borrowed(s), Vec::new());
+        let mut out = Vec::new();
+        let mut text = s.to_owned();
+        json::Walk::new(&self.scanner, &self.names, active, &mut out, "$").string(&mut text);
+        if out.is_empty() {
+            return (Cow::Borrowed(s), out);
         }
-        let found = spans
-            .iter()
-            .map(|sp| Redaction {
-                detector: self.names[sp.det.0 as usize],
-                path: "$".to_string(),
-            })
-            .collect();
-        let names = &self.names;
-        (
-            Cow::Owned(text::apply(s, &spans, |d| names[d.0 as usize])),
-            found,
-        )
+        (Cow::Owned(text), out)
     }
 }
 

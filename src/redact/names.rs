@@ -167,18 +167,13 @@ const NON_SECRET_LAST: &[&str] = &[
     "cs",
     "cc",
     "cpp",
-    "yaml",
-    "yml",
-    "json",
-    "xml",
-    "toml",
-    "ini",
-    "txt",
     "log",
     "sh",
     "html",
     "md",
 ];
+// Not here: `txt`, `json`, `yaml`, `ini`, `pem` and other data-file extensions. A data key
+// such as `password.txt` or `credentials.json` in a Secret or ConfigMap holds what it names.
 
 /// Words before a final `key` that make it a non-secret key (`PARTITION_KEY`, `SORT_KEY`).
 const NON_SECRET_KEY_QUALIFIERS: &[&str] = &[
@@ -293,7 +288,7 @@ pub(crate) fn split_words(name: &str) -> Vec<String> {
 }
 
 /// The longest name [`classify`] looks at; longer ones are not credential names.
-const MAX_NAME: usize = 96;
+const MAX_NAME: usize = 160;
 
 /// The words of a name (separators are any non-alphanumeric byte, and camelCase boundaries:
 /// `dbPassword`, `HTTPToken`, `ec2SshKey`), without allocating: the lower-cased
@@ -438,9 +433,13 @@ pub(crate) fn classify(name: &str) -> Option<Det> {
     if NON_SECRET_LAST_WORDS.contains(last) || (0..words.n).any(|i| words.word(i) == b"public") {
         return None;
     }
+    // `BASIC_AUTH`, `.npmrc` `_auth`, `HTTP_AUTH`: the last word is (or ends with) `auth`.
+    if last.ends_with(b"auth") && last != b"oauth" {
+        return Some(CREDENTIAL_ASSIGNMENT);
+    }
     for i in 0..words.n {
         let w = words.word(i);
-        if w == b"pass" {
+        if w == b"pass" || w == b"pw" {
             return Some(CREDENTIAL_ASSIGNMENT);
         }
         if w == b"key" {
@@ -553,6 +552,12 @@ mod tests {
             "MYSQL_ROOT_PASSWORD",
             "JWT_SECRET",
             "passphrase",
+            "DB_PW",
+            "BASIC_AUTH",
+            "_auth",
+            "password.txt",
+            "credentials.json",
+            "spring.security.oauth2.client.registration.keycloak.client-secret",
         ] {
             assert_eq!(classify(n), Some(CREDENTIAL_ASSIGNMENT), "{n}");
         }
@@ -610,6 +615,10 @@ mod tests {
             "secret_controller.go",
             "ParameterKey",
             "OutputKey",
+            "oauth",
+            "AUTH_URL",
+            "auth_type",
+            "author",
         ] {
             assert_eq!(classify(n), None, "{n}");
         }

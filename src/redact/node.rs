@@ -60,6 +60,7 @@ impl Node {
     }
 
     /// The member `key` of an object.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &str) -> Option<&Node> {
         match self {
             Node::Object(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),

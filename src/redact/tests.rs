@@ -664,3 +664,175 @@ fn every_detector_is_linear_in_its_input() {
     rx.recv_timeout(std::time::Duration::from_secs(600))
         .expect("redaction of adversarial texts finished (a hang means a quadratic detector)");
 }
+
+/// Issue 18 leak classes, one assertion each (the gateway-level tests are in tests/it/leaks.rs).
+#[test]
+fn leak_classes_of_issue_18() {
+    let red = r();
+    let msg_texts = |v: Value| -> String {
+        let mut m = v;
+        red.redact_message(&mut m, &base());
+        m.to_string()
+    };
+    // 18.1: a PEM key one line per array element; END missing -> to the end of the array.
+    let out = msg_texts(json!({"result": {"structuredContent": {"log_lines": [
+        "starting", "-----BEGIN RSA PRIVATE KEY-----", "MIIEowIBAAKCAQEAx9vQ2pL7mN4rT8wXk",
+        "q8Zt2vN5mK1pL9xR4wE7uY3iO6aS0dF2", "-----END RSA PRIVATE KEY-----", "after"]}}}));
+    assert!(
+        !out.contains("MIIEowIBAAKCAQEAx9vQ2pL7mN4rT8wXk") && !out.contains("q8Zt2vN5"),
+        "{out}"
+    );
+    assert!(out.contains("starting") && out.contains("after"), "{out}");
+    let out = msg_texts(json!({"result": {"structuredContent": {"args": [
+        "-----BEGIN PRIVATE KEY-----", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "Zt2vN5mK1pL9xR4wE7uY3iO6"]}}}));
+    assert!(
+        !out.contains("MIIEvQIBADANBgkq") && !out.contains("Zt2vN5mK1pL9"),
+        "{out}"
+    );
+    // Flags whose value is the next element.
+    let out = msg_texts(
+        json!({"result": {"structuredContent": {"containers": [{"args": [
+        "--api-token", "tk-8f3a9c2e7b1d", "--verbose", "-u", "root", "-p", "My5qlR00t!"]}]}}}),
+    );
+    assert!(
+        !out.contains("tk-8f3a9c2e7b1d") && !out.contains("My5qlR00t!"),
+        "{out}"
+    );
+    assert!(out.contains("--verbose") && out.contains("root"), "{out}");
+    assert_text(
+        "run --password hunter2xyz now",
+        "hunter2xyz",
+        "credential_assignment",
+    );
+    // 18.2: JSON fragments after a prefix in a line.
+    let (out, _) = text(
+        r#"DEBU[0000] {"auths": {"registry.example.com": {"auth": "dXNlcjpwYXNzd29yZDEyMw=="}}} done"#,
+    );
+    assert!(!out.contains("dXNlcjpwYXNzd29yZDEyMw"), "{out}");
+    assert!(
+        out.starts_with("DEBU[0000] {") && out.ends_with("} done"),
+        "{out}"
+    );
+    let (out, _) = text(r#"level=debug msg={"client_secret":"cs-91ab77e2f0","user":"bob"}"#);
+    assert!(
+        !out.contains("cs-91ab77e2f0") && out.contains("bob"),
+        "{out}"
+    );
+    // 18.3: formats and encodings.
+    for (input, secret) in [
+        (
+            "<server><id>nexus</id><password>Mvn-P4ss-2026</password></server>",
+            "Mvn-P4ss-2026",
+        ),
+        (
+            r#"<add key="ClearTextPassword" value="NuG3t-Secr3t" />"#,
+            "NuG3t-Secr3t",
+        ),
+        (
+            r#"<property name="password" value="Pr0p-Secr3t"/>"#,
+            "Pr0p-Secr3t",
+        ),
+        (
+            "curl -u admin:Curl-S3cret https://api.example.com",
+            "Curl-S3cret",
+        ),
+        ("mysql -uroot -pMyR00tPw -h db", "MyR00tPw"),
+        ("BASIC_AUTH=admin:B4sic-Pw", "B4sic-Pw"),
+        (
+            "git clone https://ghx0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6@github.com/org/repo.git",
+            "ghx0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6",
+        ),
+        (
+            "GET /login?user=bob&password%3DUrl3nc0ded%26next=1",
+            "Url3nc0ded",
+        ),
+        (
+            "https://acct.blob.core.windows.net/c?sv=2022-11-02&sr=b&sig=aBcD1234eFgH5678iJkL%2Bmn%3D",
+            "aBcD1234eFgH5678iJkL",
+        ),
+        (
+            "spring.security.oauth2.client.registration.keycloak.client-secret=Kc-S3cret-77",
+            "Kc-S3cret-77",
+        ),
+        ("spring.security.user.password={noop}N0op-Pass", "N0op-Pass"),
+        ("DB_PW=ShortName-Pw9", "ShortName-Pw9"),
+        ("password.txt: Fil3-Secr3t", "Fil3-Secr3t"),
+        ("_auth=bnBtdXNlcjpucG1wYXNz", "bnBtdXNlcjpucG1wYXNz"),
+        (
+            "env: |\n  - name: DB_PASSWORD\n    value: Yaml-Env-Pw1\n",
+            "Yaml-Env-Pw1",
+        ),
+        (
+            r#"{"ParameterKey": "DbPassword", "ParameterValue": "Cfn-Param-Pw1"} tail"#,
+            "Cfn-Param-Pw1",
+        ),
+    ] {
+        let (out, found) = text(input);
+        assert!(!out.contains(secret), "{input:?} -> {out:?} ({found:?})");
+    }
+    // JWK "k" and name/value lists in JSON.
+    let out = msg_texts(json!({"result": {"structuredContent": {
+        "keys": [{"kty": "oct", "kid": "hmac-1", "k": "GawgguFyGrWKav7AX4VKUg"}],
+        "helm": {"parameters": [{"name": "db.password", "value": "Argo-Helm-Pw1"}, {"name": "replicas", "value": "3"}]},
+        "Parameters": [{"ParameterKey": "AdminPassword", "ParameterValue": "Cfn-Admin-Pw1"}]}}}));
+    for secret in ["GawgguFyGrWKav7AX4VKUg", "Argo-Helm-Pw1", "Cfn-Admin-Pw1"] {
+        assert!(!out.contains(secret), "{secret}: {out}");
+    }
+    assert!(out.contains("hmac-1") && out.contains("\"3\""), "{out}");
+    // JWT wrapped at 64 columns.
+    let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzdmMtd3JhcHBlZCIsImV4cCI6MTg5MzQ1NjAwMH0.c2lnbmF0dXJlLXdyYXBwZWQtYXQtNjQtY29sdW1ucy0wMTIz";
+    let wrapped: Vec<&str> = jwt
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let (out, _) = text(&format!("{}\nnext line", wrapped.join("\n")));
+    for part in &wrapped {
+        assert!(!out.contains(part), "{part} survived: {out}");
+    }
+    assert!(out.ends_with("\nnext line"), "{out}");
+    // Base64 PEM under a data key, pretty docker config in base64, Helm release gzip+base64.
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    let pem = b64(
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n",
+    );
+    let docker = b64(
+        "{\n  \"auths\": {\n    \"r.example.com\": {\n      \"auth\": \"dXNlcjpwdw==\"\n    }\n  }\n}",
+    );
+    let gz = {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(br#"{"name":"pay","config":{"db":{"password":"H3lm-Values-Pw"}},"manifest":"kind: Secret"}"#).unwrap();
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            e.finish().unwrap(),
+        )
+    };
+    let out = msg_texts(json!({"result": {"structuredContent": {"kind": "ConfigMap",
+        "binaryData": {"key.pem": pem}, "data": {"config.json": docker, "release": gz}}}}));
+    for secret in [&pem[..40], &docker[..40], &gz[..40]] {
+        assert!(!out.contains(secret), "{secret}: {out}");
+    }
+    assert!(out.contains("[REDACTED:encoded_payload]"), "{out}");
+}
+
+/// 18.4: identifiers survive.
+#[test]
+fn identifiers_are_not_secrets() {
+    for clean in [
+        "arn:aws:secretsmanager:us-west-2:111122223333:secret:prod/db-password-AbCdEf",
+        "SecretArn: arn:aws:secretsmanager:us-west-2:111122223333:secret:payments/api-token-x1Y2z3",
+        "arn:aws:ssm:us-west-2:111122223333:parameter/payments/db/password",
+        "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "KeyId: 1234abcd-12ab-34cd-56ef-1234567890ab",
+        "image: 111122223333.dkr.ecr.us-west-2.amazonaws.com/app@sha256:4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c",
+        "uid: 8c1f0e4a-3b2d-4c5e-9f6a-7b8c9d0e1f2a",
+        "commit 9f90b74c3e2a1d0b8c7d6e5f4a3b2c1d0e9f8a7b",
+        "checksum/config: 5d41402abc4b2a76b9719d911017c592",
+        "git clone https://github.com/org/repo.git",
+        "ssh://git@github.com/org/repo.git",
+    ] {
+        let (out, found) = text(clean);
+        assert_eq!(out, clean, "{found:?}");
+    }
+}

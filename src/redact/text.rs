@@ -31,8 +31,41 @@ enum Rule {
     Basic,
     ConnString,
     Keyword,
+    Command(CommandKind),
+    SasSig,
+    Encoded(Encoding),
     Known(u16),
     Extra(u16),
+}
+
+/// Commands whose credentials sit in their own flags.
+#[derive(Debug, Clone, Copy)]
+enum CommandKind {
+    /// `curl -u user:password`, `curl --user user:password`.
+    Curl,
+    /// `mysql -uroot -pSECRET` (the password attached to `-p`).
+    Mysql,
+    /// `sshpass -p SECRET`.
+    Sshpass,
+}
+
+/// Base64 payloads recognised by how they start.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    /// gzip (`H4sI`): Helm release data; base64 once more in a Secret (`SDRzSU`).
+    Gzip { double: bool },
+    /// `-----BEGIN` (`LS0tLS1CRUdJTi`): a PEM file, a private key when it says so.
+    Pem,
+    /// A pretty-printed docker config (`{\n  "auths":` and the like).
+    DockerConfig,
+}
+
+/// Decompressed gzip payloads are read up to this size; a larger one is withheld whole.
+const MAX_GUNZIP: u64 = 4 << 20;
+
+thread_local! {
+    /// Set while the content of a decompressed payload is checked (payloads do not nest).
+    static GUNZIP_DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
 /// A fixed token format: a regex anchored at the trigger position.
@@ -141,6 +174,10 @@ pub(crate) const KEYWORDS: &[&str] = &[
     "opaque",
     "certificate-data",
     "cookie",
+    "kty",
+    "_pw",
+    "-pw",
+    ".pw",
 ];
 
 /// `(trigger literals, detector, anchored regex)` for fixed token formats.
@@ -294,9 +331,20 @@ struct Memo {
     line_end: Ahead,
     /// A quote or the line end (header values).
     quote_or_line_end: Ahead,
+    /// `<` or the line end (XML element text).
+    tag_open: Ahead,
+    /// Decompressed bytes the rest of this text may still cost.
+    gunzip_left: u64,
 }
 
 impl Memo {
+    fn new(text_len: usize) -> Memo {
+        Memo {
+            gunzip_left: MAX_GUNZIP + 16 * text_len as u64,
+            ..Memo::NEW
+        }
+    }
+
     const NEW: Memo = Memo {
         pem_end: Ahead::NEW,
         escaped_quote: Ahead::NEW,
@@ -304,6 +352,8 @@ impl Memo {
         bare_end: Ahead::NEW,
         line_end: Ahead::NEW,
         quote_or_line_end: Ahead::NEW,
+        tag_open: Ahead::NEW,
+        gunzip_left: 0,
     };
 
     fn line_end(&mut self, b: &[u8], i: usize) -> usize {
@@ -340,6 +390,24 @@ impl TextScanner {
         add("basic", Rule::Basic);
         add("://", Rule::ConnString);
         add(":\\/\\/", Rule::ConnString);
+        add("curl", Rule::Command(CommandKind::Curl));
+        add("mysql", Rule::Command(CommandKind::Mysql));
+        add("mariadb", Rule::Command(CommandKind::Mysql));
+        add("sshpass", Rule::Command(CommandKind::Sshpass));
+        add("&sig=", Rule::SasSig);
+        add("?sig=", Rule::SasSig);
+        add("H4sI", Rule::Encoded(Encoding::Gzip { double: false }));
+        add("SDRzSU", Rule::Encoded(Encoding::Gzip { double: true }));
+        add("LS0tLS1CRUdJTi", Rule::Encoded(Encoding::Pem));
+        for p in [
+            "ewogICJhdXRocyI6",
+            "ewogICAgImF1dGhzIjo",
+            "ewoJImF1dGhzIjo",
+            "ew0KICAiYXV0aHMiOi",
+            "eyAiYXV0aHMiOi",
+        ] {
+            add(p, Rule::Encoded(Encoding::DockerConfig));
+        }
         for k in KEYWORDS {
             add(k, Rule::Keyword);
         }
@@ -387,7 +455,8 @@ impl TextScanner {
         let b = s.as_bytes();
         let mut scratch = Vec::new();
         let mut found = false;
-        let mut memo = Memo::NEW;
+        let mut memo = Memo::new(s.len());
+        let mut jwt_checked = 0;
         let mut extra_tried: Vec<bool> = Vec::new();
         work(s.len());
         self.ac.each(s, |m| {
@@ -400,10 +469,13 @@ impl TextScanner {
                 }
                 Rule::AwsSessionToken => aws_session_token(b, pos).is_some(),
                 Rule::Pem => pem(s, pos, &mut memo).is_some(),
-                Rule::Jwt => jwt_or_docker_b64(b, pos, active).is_some(),
+                Rule::Jwt => jwt_or_docker_b64(b, pos, active, &mut jwt_checked).is_some(),
                 Rule::Bearer => bearer(b, pos).is_some(),
                 Rule::Basic => basic(b, pos).is_some(),
                 Rule::ConnString => conn_string(b, pos, m.end()).is_some(),
+                Rule::Command(c) => command(b, pos, c).is_some(),
+                Rule::SasSig => sas_sig(b, pos).is_some(),
+                Rule::Encoded(e) => self.encoded(s, pos, e, active, &mut memo).is_some(),
                 Rule::Known(i) => {
                     (pos == 0 || !is_word(b[pos - 1]))
                         && self.known[i as usize].re.is_match(&s[pos..])
@@ -433,7 +505,8 @@ impl TextScanner {
         let mut skip_until = 0usize;
         let mut extra_done: Vec<bool> = Vec::new();
         let mut saw_secret_word = false;
-        let mut memo = Memo::NEW;
+        let mut memo = Memo::new(s.len());
+        let mut jwt_checked = 0;
         work(s.len());
         self.ac.each(s, |m| {
             let pos = m.start();
@@ -464,7 +537,7 @@ impl TextScanner {
                     .has(d::PRIVATE_KEY)
                     .then(|| pem(s, pos, &mut memo))
                     .flatten(),
-                Rule::Jwt => jwt_or_docker_b64(b, pos, active),
+                Rule::Jwt => jwt_or_docker_b64(b, pos, active, &mut jwt_checked),
                 Rule::Bearer => active
                     .has(d::BEARER_TOKEN)
                     .then(|| bearer(b, pos))
@@ -474,6 +547,9 @@ impl TextScanner {
                     .has(d::CONNECTION_STRING_PASSWORD)
                     .then(|| conn_string(b, pos, m.end()))
                     .flatten(),
+                Rule::Command(c) => command(b, pos, c).filter(|sp| active.has(sp.det)),
+                Rule::SasSig => sas_sig(b, pos).filter(|sp| active.has(sp.det)),
+                Rule::Encoded(e) => self.encoded(s, pos, e, active, &mut memo),
                 Rule::Known(i) => {
                     let k = &self.known[i as usize];
                     if active.has(k.det) && (pos == 0 || !is_word(b[pos - 1])) {
@@ -541,7 +617,6 @@ impl TextScanner {
         let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
         // Key names are short; a keyword inside a long run (base64 image data, a hash) is
         // not a key. Bounded expansion keeps a trigger-dense blob linear to scan.
-        const MAX_KEY: usize = 64;
         let mut st = pos;
         while st > 0 && pos - st <= MAX_KEY && ident(b[st - 1]) {
             st -= 1;
@@ -562,8 +637,35 @@ impl TextScanner {
         let Some(det) = names::classify(key) else {
             return (None, en);
         };
-        if !active.has(det) {
+        if !active.has(det) || in_arn(b, st) {
             return (None, en);
+        }
+        // `<password>v</password>` (Maven settings.xml), `<add key="ClearTextPassword"
+        // value="v"/>` (NuGet), `<property name="password" value="v"/>`.
+        if st > 0 && b[st - 1] == b'<' && b.get(en) == Some(&b'>') {
+            let vs = en + 1;
+            let ve = memo
+                .tag_open
+                .find(vs, |q| {
+                    let e = memchr::memchr2(b'<', b'\n', &b[q..]).map_or(n, |p| q + p);
+                    work(e - q);
+                    Some(e)
+                })
+                .unwrap_or(n);
+            return (
+                is_secret_value(&s[vs..ve]).then_some(Span {
+                    start: vs,
+                    end: ve,
+                    det,
+                }),
+                en,
+            );
+        }
+        if st > 0 && b[st - 1] == b'"' && b.get(en) == Some(&b'"') {
+            let before = &b[st.saturating_sub(6)..st - 1];
+            if before.ends_with(b"key=") || before.ends_with(b"name=") {
+                return (xml_value_attribute(s, en + 1, det), en);
+            }
         }
         // Whether the key opens its line (YAML / INI style: only indentation, a list dash
         // and a quote before it) and its indentation. Looked for backwards from the key, so
@@ -592,7 +694,13 @@ impl TextScanner {
         }
         i = run(b, i, |c| c == b' ' || c == b'\t');
         let mut colon = false;
-        if i < n && b[i] == b'=' {
+        let mut url_encoded = false;
+        if b[i..].len() >= 3 && b[i] == b'%' && b[i + 1] == b'3' && matches!(b[i + 2], b'D' | b'd')
+        {
+            // `password%3Dhunter2` in a logged URL or form body.
+            url_encoded = true;
+            i += 3;
+        } else if i < n && b[i] == b'=' {
             if i + 1 < n && b[i + 1] == b'=' {
                 return (None, en);
             }
@@ -607,7 +715,7 @@ impl TextScanner {
             colon = true;
             i += 1;
         } else if !(is_flag && i > en) {
-            return (None, en);
+            return (name_value_pair(s, st, en, det, memo), en);
         }
         i = run(b, i, |c| c == b' ' || c == b'\t');
         if i >= n {
@@ -651,7 +759,10 @@ impl TextScanner {
                     }
                 }
             }
-            b'{' | b'[' => return (None, en),
+            b'{' | b'[' => match bracketed_value(b, i) {
+                Some(ve) => (i, ve),
+                None => return (None, en),
+            },
             _ => {
                 let vs = i;
                 // Header values (`Authorization: Bearer x`, `Cookie: a=1; session=x`) run to the end.
@@ -694,6 +805,16 @@ impl TextScanner {
                 while ve > vs && b[ve - 1].is_ascii_whitespace() {
                     ve -= 1;
                 }
+                if url_encoded {
+                    // The next encoded `&`, `"`, space or `,` ends the value.
+                    let enc = &b[vs..ve];
+                    if let Some(p) = (0..enc.len().saturating_sub(2)).find(|&k| {
+                        enc[k] == b'%'
+                            && matches!(&enc[k + 1..k + 3], b"26" | b"22" | b"20" | b"2C" | b"2c")
+                    }) {
+                        ve = vs + p;
+                    }
+                }
                 (vs, ve)
             }
         };
@@ -720,6 +841,99 @@ impl TextScanner {
             }),
             en,
         )
+    }
+
+    /// A base64 payload recognised by its start (see [`Encoding`]): decoded (bounded) and
+    /// withheld whole when what it holds is a secret, or when it cannot be read in bounds.
+    fn encoded(
+        &self,
+        s: &str,
+        pos: usize,
+        e: Encoding,
+        active: DetectorSet,
+        memo: &mut Memo,
+    ) -> Option<Span> {
+        let b = s.as_bytes();
+        if pos > 0 && is_b64(b[pos - 1]) {
+            return None;
+        }
+        let end = run(b, pos, is_b64);
+        let engine = base64::engine::general_purpose::STANDARD;
+        let decode = |t: &[u8]| {
+            engine
+                .decode(t)
+                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(t))
+                .ok()
+        };
+        let span = |det: Det| {
+            active.has(det).then_some(Span {
+                start: pos,
+                end,
+                det,
+            })
+        };
+        // The trigger matched without regard to case; these are case-sensitive.
+        match e {
+            Encoding::Gzip { double } => {
+                if end - pos < 24 || !b[pos..].starts_with(if double { b"SDRzSU" } else { b"H4sI" })
+                {
+                    return None;
+                }
+                let once = decode(&b[pos..end]);
+                let gz = if double {
+                    once.and_then(|x| decode(&x))
+                } else {
+                    once
+                };
+                let gz = gz?;
+                work(gz.len());
+                // Bounded: at most MAX_GUNZIP per payload, and all payloads of one text
+                // together at most MAX_GUNZIP plus 16 times the text; a payload inside a
+                // decompressed payload is not opened again. Whatever cannot be read within
+                // those bounds is withheld.
+                let limit = MAX_GUNZIP.min(memo.gunzip_left);
+                let nested = GUNZIP_DEPTH.with(|g| g.get()) > 0;
+                let mut text = Vec::new();
+                let read = (!nested).then(|| {
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(flate2::read::GzDecoder::new(&gz[..]), limit + 1),
+                        &mut text,
+                    )
+                });
+                work(text.len());
+                memo.gunzip_left = memo.gunzip_left.saturating_sub(text.len() as u64);
+                let withhold = match read {
+                    None | Some(Err(_)) => true,
+                    Some(Ok(_)) if text.len() as u64 > limit => true,
+                    Some(Ok(_)) => {
+                        let text = String::from_utf8_lossy(&text);
+                        GUNZIP_DEPTH.with(|g| g.set(1));
+                        let found = self.has_trigger(&text) && self.might_redact(&text, active);
+                        GUNZIP_DEPTH.with(|g| g.set(0));
+                        found
+                    }
+                };
+                withhold.then(|| span(d::ENCODED_PAYLOAD)).flatten()
+            }
+            Encoding::Pem => {
+                if !b[pos..].starts_with(b"LS0tLS1CRUdJTi") {
+                    return None;
+                }
+                let pem = decode(&b[pos..end])?;
+                let head = &pem[..pem.len().min(100)];
+                memchr::memmem::find(head, b"PRIVATE KEY")
+                    .is_some()
+                    .then(|| span(d::PRIVATE_KEY))
+                    .flatten()
+            }
+            Encoding::DockerConfig => {
+                let conf = decode(&b[pos..end])?;
+                memchr::memmem::find(&conf, b"\"auths\"")
+                    .is_some()
+                    .then(|| span(d::DOCKER_CONFIG))
+                    .flatten()
+            }
+        }
     }
 
     fn aws_key_id(
@@ -776,11 +990,188 @@ impl TextScanner {
     }
 }
 
+/// Key names longer than this are not names (a keyword inside base64 or a hash); checks around
+/// a keyword look at most this far, which keeps a keyword-dense text linear to scan.
+const MAX_KEY: usize = 128;
+
+/// Is the key at `st` part of an ARN (`arn:aws:secretsmanager:...:secret:prod/db-password`,
+/// `arn:aws:ssm:...:parameter/app/api-token`)? Those name a secret, they do not hold one.
+fn in_arn(b: &[u8], st: usize) -> bool {
+    let from = st.saturating_sub(256);
+    let mut k = st;
+    while k > from
+        && !b[k - 1].is_ascii_whitespace()
+        && !matches!(b[k - 1], b'"' | b'\'' | b'=' | b',' | b'(' | b'[')
+    {
+        k -= 1;
+    }
+    work(st - k);
+    memchr::memmem::find(&b[k..st], b"arn:").is_some()
+}
+
+/// `value="..."` after `key="<credential name>"` in the same XML element (bounded look).
+fn xml_value_attribute(s: &str, from: usize, det: Det) -> Option<Span> {
+    let b = s.as_bytes();
+    let end = (from + 512).min(b.len());
+    let tag = &b[from..end];
+    let stop = memchr::memchr(b'>', tag).unwrap_or(tag.len());
+    work(stop);
+    let at = memchr::memmem::find(&tag[..stop], b"value=")?;
+    let q = *tag.get(at + 6)?;
+    if !matches!(q, b'"' | b'\'') {
+        return None;
+    }
+    let vs = from + at + 7;
+    let ve = vs + memchr::memchr(q, &b[vs..end])?;
+    is_secret_value(&s[vs..ve]).then_some(Span {
+        start: vs,
+        end: ve,
+        det,
+    })
+}
+
+/// A credential name given as the `name` of a name/value pair in text: the env list of a
+/// manifest kept as YAML text in a ConfigMap (`- name: DB_PASSWORD` then `value: ...` on the
+/// next line), flow style (`{name: DB_PASSWORD, value: ...}`), `Name=DB_PASSWORD,Value=...`.
+fn name_value_pair(s: &str, st: usize, en: usize, det: Det, memo: &mut Memo) -> Option<Span> {
+    let b = s.as_bytes();
+    // `name:` (or `"name": "`, `Name=`, `ParameterKey: `) right before the key.
+    let mut k = st;
+    if k > 0 && matches!(b[k - 1], b'"' | b'\'') {
+        k -= 1;
+    }
+    while k > 0 && matches!(b[k - 1], b' ' | b'\t') {
+        k -= 1;
+    }
+    if k == 0 || !matches!(b[k - 1], b':' | b'=') {
+        return None;
+    }
+    let mut q = k - 1;
+    if q > 0 && matches!(b[q - 1], b'"' | b'\'') {
+        q -= 1;
+    }
+    let ns = q - b[q.saturating_sub(16)..q]
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    work(st - ns);
+    let name_key = &b[ns..q];
+    if !(name_key.eq_ignore_ascii_case(b"name")
+        || name_key.eq_ignore_ascii_case(b"key")
+        || name_key.eq_ignore_ascii_case(b"parameterkey"))
+    {
+        return None;
+    }
+    // Then `value` within the next line or so, with only separators in between.
+    let end = (en + 256).min(b.len());
+    let mut j = en;
+    while j < end
+        && matches!(
+            b[j],
+            b'"' | b'\'' | b',' | b' ' | b'\t' | b'\r' | b'\n' | b'-' | b'}'
+        )
+    {
+        j += 1;
+    }
+    work(j - en);
+    let rest = &b[j..end];
+    let vk = [
+        &b"value"[..],
+        b"Value",
+        b"ParameterValue",
+        b"parameterValue",
+    ]
+    .into_iter()
+    .find(|w| rest.starts_with(w))?;
+    let mut i = j + vk.len();
+    if b.get(i).is_some_and(|c| matches!(c, b'"' | b'\'')) {
+        i += 1;
+    }
+    i = run(b, i, |c| c == b' ' || c == b'\t');
+    if !matches!(b.get(i), Some(b':' | b'=')) {
+        return None;
+    }
+    i = run(b, i + 1, |c| c == b' ' || c == b'\t');
+    let (vs, ve) = match b.get(i) {
+        Some(&q @ (b'"' | b'\'')) => {
+            let vs = i + 1;
+            let ve =
+                vs + memchr::memchr2(q, b'\n', &b[vs..end.max(vs)]).unwrap_or(end.max(vs) - vs);
+            (vs, ve)
+        }
+        Some(_) => {
+            let le = memo.line_end(b, i);
+            let ve = i + b[i..le]
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b'\r'))
+                .unwrap_or(le - i);
+            (i, ve)
+        }
+        None => return None,
+    };
+    let mut ve = ve;
+    while ve > vs && b[ve - 1].is_ascii_whitespace() {
+        ve -= 1;
+    }
+    is_secret_value(&s[vs..ve]).then_some(Span {
+        start: vs,
+        end: ve,
+        det: if det == d::CREDENTIAL_ASSIGNMENT {
+            d::SENSITIVE_ENV_VALUE
+        } else {
+            det
+        },
+    })
+}
+
+/// A value that starts with `{` or `[` but is not a YAML/JSON collection: Spring's
+/// `{noop}secret` / `{bcrypt}$2a$...`, a password starting with `[`. Returns its end.
+fn bracketed_value(b: &[u8], i: usize) -> Option<usize> {
+    let bare = |c: u8| {
+        !c.is_ascii_whitespace() && !matches!(c, b'"' | b'\'' | b',' | b';' | b'&' | b'<' | b'>')
+    };
+    if b[i] == b'{' {
+        let close = run(b, i + 1, |c| {
+            c.is_ascii_alphanumeric() || c == b'-' || c == b'_'
+        });
+        if close == i + 1 || b.get(close) != Some(&b'}') {
+            return None;
+        }
+        let end = run(b, close + 1, bare);
+        (end > close + 1).then_some(end)
+    } else {
+        // `[`: a flow sequence has `[`, `]` and `, `; a value runs without spaces or commas.
+        let end = run(b, i + 1, |c| bare(c) && c != b']' && c != b'[');
+        if end == i + 1 || b.get(end) == Some(&b']') && end + 1 >= b.len() {
+            return None;
+        }
+        let end = if b.get(end) == Some(&b']') {
+            run(b, end + 1, bare)
+        } else {
+            end
+        };
+        Some(end)
+    }
+}
+
+/// A command-line flag that takes a credential as its next argument: `--api-token`,
+/// `--password`, `-password`, and `-p` once a user flag or a MySQL-family command came before.
+pub(crate) fn is_credential_flag(w: &str, user_seen: bool) -> bool {
+    if w == "-p" {
+        return user_seen;
+    }
+    let Some(name) = w.strip_prefix('-') else {
+        return false;
+    };
+    let name = name.trim_start_matches('-');
+    name.len() >= 2 && !name.contains(['=', ':']) && names::classify(name).is_some()
+}
+
 /// Is the credential word at `pos` part of a name that a structural or assignment rule acts
 /// on? (`password`, `DB_PASSWORD`, `Secret`, `SecretList`, `auths`, `Opaque`; not `key`,
 /// `tokenizer`, `keyboard`.)
 fn keyword_in_credential_name(b: &[u8], pos: usize) -> bool {
-    const MAX_KEY: usize = 64;
     let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/');
     let mut st = pos;
     while st > 0 && pos - st <= MAX_KEY && ident(b[st - 1]) {
@@ -800,9 +1191,16 @@ fn keyword_in_credential_name(b: &[u8], pos: usize) -> bool {
     // Shapes the JSON walk recognises by a name that is not itself a credential name.
     const SUFFIX: &[u8] = b"/last-applied-configuration";
     let nb = name.as_bytes();
-    if ["auth", "auths", "opaque", "identitytoken", "registrytoken"]
-        .iter()
-        .any(|w| name.eq_ignore_ascii_case(w))
+    if [
+        "auth",
+        "auths",
+        "opaque",
+        "identitytoken",
+        "registrytoken",
+        "kty",
+    ]
+    .iter()
+    .any(|w| name.eq_ignore_ascii_case(w))
         || (nb.len() >= SUFFIX.len() && nb[nb.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX))
     {
         return true;
@@ -956,7 +1354,17 @@ fn pem(s: &str, pos: usize, memo: &mut Memo) -> Option<Span> {
     })
 }
 
-fn jwt_or_docker_b64(b: &[u8], pos: usize, active: DetectorSet) -> Option<Span> {
+/// `checked` is raised past a wrapped token that turned out not to be a JWT, so the later
+/// `eyJ` triggers inside it are not examined again (that kept a column of such lines linear).
+fn jwt_or_docker_b64(
+    b: &[u8],
+    pos: usize,
+    active: DetectorSet,
+    checked: &mut usize,
+) -> Option<Span> {
+    if pos < *checked {
+        return None;
+    }
     if &b[pos..pos + 3] != b"eyJ"
         || (pos > 0 && (is_b64url(b[pos - 1]) || b[pos - 1] == b'+' || b[pos - 1] == b'/'))
     {
@@ -975,17 +1383,89 @@ fn jwt_or_docker_b64(b: &[u8], pos: usize, active: DetectorSet) -> Option<Span> 
         return None;
     }
     let h = run(b, pos, is_b64url);
-    if h - pos < 10 || b.get(h) != Some(&b'.') {
+    if h - pos < 10 {
         return None;
     }
-    let p = run(b, h + 1, is_b64url);
-    if p - (h + 1) < 2 || b.get(p) != Some(&b'.') {
+    if b.get(h) == Some(&b'.') {
+        let p = run(b, h + 1, is_b64url);
+        if p - (h + 1) >= 2 && b.get(p) == Some(&b'.') {
+            let end = run(b, p + 1, is_b64url);
+            if !wraps(b, end) {
+                return Some(Span {
+                    start: pos,
+                    end,
+                    det: d::JWT,
+                });
+            }
+        }
+    }
+    wrapped_jwt(b, pos, checked)
+}
+
+/// A line break (`\n`, `\r\n` or an escaped `\\n`) at `i` followed by more token: its length.
+fn wrap_at(b: &[u8], i: usize) -> Option<usize> {
+    let k = if b[i..].starts_with(b"\r\n") || b[i..].starts_with(b"\\n") {
+        2
+    } else if b[i..].starts_with(b"\n") {
+        1
+    } else {
+        return None;
+    };
+    b.get(i + k).is_some_and(|c| is_b64url(*c)).then_some(k)
+}
+
+/// Is `i` the end of a line wrapped at a fixed width (64 or 76 columns) with more token after
+/// the break?
+fn wraps(b: &[u8], i: usize) -> bool {
+    if wrap_at(b, i).is_none() {
+        return false;
+    }
+    let from = i.saturating_sub(80);
+    work(i - from);
+    let start = match memchr::memrchr(b'\n', &b[from..i]) {
+        Some(p) => from + p + 1,
+        None if from == 0 => 0,
+        None => match memchr::memmem::rfind(&b[from..i], b"\\n") {
+            Some(p) => from + p + 2,
+            None => return false,
+        },
+    };
+    let start = match memchr::memmem::rfind(&b[start..i], b"\\n") {
+        Some(p) => start + p + 2,
+        None => start,
+    };
+    matches!(i - start, 64 | 76)
+}
+
+/// A JWT wrapped at a fixed width (64 or 76 columns, as `fold` or a PEM-style printer leaves
+/// it): token characters and dots across line breaks that end lines of exactly that width.
+/// Header of 10+ characters, two dots.
+fn wrapped_jwt(b: &[u8], pos: usize, checked: &mut usize) -> Option<Span> {
+    let mut i = pos;
+    let mut dots = 0;
+    let mut header = None;
+    loop {
+        let e = run(b, i, |c| is_b64url(c) || c == b'.');
+        for (k, c) in b[i..e].iter().enumerate() {
+            if *c == b'.' {
+                dots += 1;
+                header.get_or_insert(i + k);
+            }
+        }
+        i = e;
+        if !wraps(b, e) {
+            break;
+        }
+        i = e + wrap_at(b, e).unwrap_or(0);
+    }
+    if dots < 2 {
+        *checked = i;
         return None;
     }
-    let end = run(b, p + 1, is_b64url);
-    Some(Span {
+    let header_len = header.map(|h| h - pos)?;
+    (header_len >= 10 && i > pos).then_some(Span {
         start: pos,
-        end,
+        end: i,
         det: d::JWT,
     })
 }
@@ -1045,6 +1525,103 @@ fn basic(b: &[u8], pos: usize) -> Option<Span> {
     })
 }
 
+/// `curl -u user:password`, `mysql -pSECRET`, `sshpass -p SECRET`: the password, looked for
+/// in the rest of the command (bounded: the same line, at most 512 bytes on).
+fn command(b: &[u8], pos: usize, kind: CommandKind) -> Option<Span> {
+    if pos > 0 && (b[pos - 1].is_ascii_alphanumeric() || b[pos - 1] == b'_') {
+        return None;
+    }
+    let window_end = (pos + 512).min(b.len());
+    let window = &b[pos..window_end];
+    let line = memchr::memchr(b'\n', window).unwrap_or(window.len());
+    work(line);
+    let cmd = &window[..line];
+    // Flags are words after whitespace (or after `"`, `'` in a JSON-quoted command).
+    let mut i = 0;
+    while i < cmd.len() {
+        let at_word = i == 0 || matches!(cmd[i - 1], b' ' | b'\t' | b'"' | b'\'');
+        if !(at_word && cmd[i] == b'-') {
+            i += 1;
+            continue;
+        }
+        let w_end = i + cmd[i..]
+            .iter()
+            .position(|c| c.is_ascii_whitespace() || matches!(c, b'"' | b'\''))
+            .unwrap_or(cmd.len() - i);
+        let word = &cmd[i..w_end];
+        // The value: attached (`-pX`, `--user=u:p`) or the next word.
+        let next_word = |from: usize| {
+            let vs = from
+                + cmd[from..]
+                    .iter()
+                    .take_while(|c| matches!(c, b' ' | b'\t'))
+                    .count();
+            let (vs, quoted) = match cmd.get(vs) {
+                Some(b'\'' | b'"') => (vs + 1, true),
+                _ => (vs, false),
+            };
+            let ve = vs
+                + cmd[vs..]
+                    .iter()
+                    .position(|c| {
+                        if quoted {
+                            matches!(c, b'\'' | b'"')
+                        } else {
+                            c.is_ascii_whitespace() || matches!(c, b'"' | b'\'')
+                        }
+                    })
+                    .unwrap_or(cmd.len() - vs);
+            (vs, ve)
+        };
+        let value = match kind {
+            CommandKind::Curl if word == b"-u" || word == b"--user" => Some(next_word(w_end)),
+            CommandKind::Curl if word.starts_with(b"--user=") => Some((i + 7, w_end)),
+            CommandKind::Curl if word.starts_with(b"-u") && word.len() > 2 => Some((i + 2, w_end)),
+            CommandKind::Mysql if word.starts_with(b"-p") && word.len() > 2 => {
+                let q = matches!(word[2], b'\'' | b'"');
+                Some((i + 2 + usize::from(q), w_end))
+            }
+            CommandKind::Sshpass if word == b"-p" => Some(next_word(w_end)),
+            CommandKind::Sshpass if word.starts_with(b"-p") && word.len() > 2 => {
+                Some((i + 2, w_end))
+            }
+            _ => None,
+        };
+        if let Some((vs, ve)) = value {
+            let (vs, ve) = if matches!(kind, CommandKind::Curl) {
+                // `user:password`: the password; a bare user makes curl prompt.
+                let colon = cmd[vs..ve].iter().position(|c| *c == b':')?;
+                (vs + colon + 1, ve)
+            } else {
+                (vs, ve)
+            };
+            let v = std::str::from_utf8(&cmd[vs..ve]).ok()?;
+            if ve > vs && is_secret_value(v) {
+                return Some(Span {
+                    start: pos + vs,
+                    end: pos + ve,
+                    det: d::CREDENTIAL_ASSIGNMENT,
+                });
+            }
+        }
+        i = w_end.max(i + 1);
+    }
+    None
+}
+
+/// The `sig=` signature of an Azure shared access signature URL (`?sv=...&sig=...`).
+fn sas_sig(b: &[u8], pos: usize) -> Option<Span> {
+    let vs = pos + 5;
+    let ve = run(b, vs, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, b'%' | b'+' | b'/' | b'=')
+    });
+    (ve - vs >= 16).then_some(Span {
+        start: vs,
+        end: ve,
+        det: d::CONNECTION_STRING_PASSWORD,
+    })
+}
+
 /// `scheme://user:password@host`: the password only. RFC 3986 forbids unencoded `/ ? # @` in
 /// userinfo, so the password ends at the first `@` and contains none of those.
 fn conn_string(b: &[u8], pos: usize, after: usize) -> Option<Span> {
@@ -1067,6 +1644,21 @@ fn conn_string(b: &[u8], pos: usize, after: usize) -> Option<Span> {
             )
     };
     let user_end = run(b, after, |c| !stop(c) && c != b':');
+    if b.get(user_end) == Some(&b'@') {
+        // `https://<token>@github.com/org/repo.git`: a token as the whole userinfo (a plain
+        // user name such as `git@` or `deploy@` is short or has no digits).
+        let u = &b[after..user_end];
+        let tokenish = u.len() >= 20
+            && u.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'~'))
+            && u.iter().any(u8::is_ascii_digit)
+            && u.iter().any(u8::is_ascii_alphabetic);
+        return tokenish.then_some(Span {
+            start: after,
+            end: user_end,
+            det: d::CONNECTION_STRING_PASSWORD,
+        });
+    }
     if b.get(user_end) != Some(&b':') {
         return None;
     }
