@@ -491,7 +491,10 @@ impl<'a> Walk<'a> {
             } else if is_docker && key == "auths" {
                 self.docker_auths(v);
             } else if let Some(det) = self.key_detector(key, ctx) {
-                if v.is_string() {
+                if v.as_str().is_some_and(text::is_arn) {
+                    // `kms-key: arn:aws:kms:...`, `secret: arn:aws:secretsmanager:...`:
+                    // the name of a secret, not one.
+                } else if v.is_string() {
                     self.redact_whole(v, det);
                 } else {
                     self.value(
@@ -718,6 +721,15 @@ struct Siblings {
     value_next: bool,
     /// A user flag or a MySQL-family command came earlier, so `-p` is a password flag.
     user_seen: bool,
+    /// Inside a JWT wrapped one line per element: the width of its full lines.
+    jwt_width: usize,
+}
+
+/// A line of a wrapped token: only base64url characters and dots.
+fn token_line(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 impl Siblings {
@@ -727,6 +739,21 @@ impl Siblings {
             *self = Siblings::default();
             return None;
         };
+        if self.jwt_width > 0 {
+            if token_line(s) && s.len() <= self.jwt_width {
+                if s.len() < self.jwt_width {
+                    self.jwt_width = 0;
+                }
+                return active.has(d::JWT).then_some(d::JWT);
+            }
+            self.jwt_width = 0;
+        }
+        // The first line of a JWT wrapped at 64 or 76 columns, one line per element (the
+        // text scan cannot see the token whole there).
+        if s.starts_with("eyJ") && matches!(s.len(), 64 | 76) && token_line(s) && s.contains('.') {
+            self.jwt_width = s.len();
+            return active.has(d::JWT).then_some(d::JWT);
+        }
         if self.in_key {
             if s.contains("-----END") {
                 self.in_key = false;

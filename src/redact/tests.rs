@@ -791,6 +791,18 @@ fn leak_classes_of_issue_18() {
         assert!(!out.contains(part), "{part} survived: {out}");
     }
     assert!(out.ends_with("\nnext line"), "{out}");
+    // ... and one line per element of a log_lines array.
+    let mut lines = vec!["token follows:"];
+    lines.extend(wrapped.iter().copied());
+    lines.push("done");
+    let out = msg_texts(json!({"result": {"structuredContent": {"log_lines": lines}}}));
+    for part in &wrapped {
+        assert!(!out.contains(part), "{part} survived: {out}");
+    }
+    assert!(
+        out.contains("token follows:") && out.contains("done"),
+        "{out}"
+    );
     // Base64 PEM under a data key, pretty docker config in base64, Helm release gzip+base64.
     let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
     let pem = b64(
@@ -831,6 +843,8 @@ fn identifiers_are_not_secrets() {
         "checksum/config: 5d41402abc4b2a76b9719d911017c592",
         "git clone https://github.com/org/repo.git",
         "ssh://git@github.com/org/repo.git",
+        "kms-key: arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        r#"{"kmsKey": "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "db_secret": "arn:aws:secretsmanager:us-west-2:111122223333:secret:x-AbCdEf"} x"#,
     ] {
         let (out, found) = text(clean);
         assert_eq!(out, clean, "{found:?}");

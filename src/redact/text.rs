@@ -1239,6 +1239,9 @@ pub(crate) fn is_secret_value(v: &str) -> bool {
     {
         return false;
     }
+    if is_arn(t) {
+        return false;
+    }
     if t.len() > 12 {
         return true;
     }
@@ -1256,6 +1259,18 @@ pub(crate) fn is_secret_value(v: &str) -> bool {
             | "\"\""
             | "''"
     )
+}
+
+/// An AWS ARN (`arn:aws:kms:...:key/...`, `arn:aws-cn:...`): it names a resource, even one
+/// that holds a secret.
+pub(crate) fn is_arn(t: &str) -> bool {
+    let Some(rest) = t.strip_prefix("arn:aws") else {
+        return false;
+    };
+    rest.len() <= 2048
+        && (rest.starts_with(':') || rest.starts_with('-'))
+        && rest.bytes().filter(|c| *c == b':').count() >= 4
+        && !rest.bytes().any(|c| c.is_ascii_whitespace())
 }
 
 /// `[REDACTED:<name>]` (or a prefix of it cut at a delimiter), alone.

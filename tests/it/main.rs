@@ -10,6 +10,7 @@ mod dos;
 mod faults;
 mod identity;
 mod interop;
+mod leaks;
 mod opa;
 mod policy;
 mod redaction;
