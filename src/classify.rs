@@ -147,6 +147,20 @@ struct ToolSpec {
     opaque: Vec<String>,
     #[serde(default)]
     reads_objects: bool,
+    /// The tool's other arguments, which carry no fact (a query, a limit): listed so that
+    /// drift detection can tell a new argument from a known one.
+    #[serde(default)]
+    arguments: Vec<String>,
+}
+
+/// What drift detection compares an upstream tool with (see `drift`).
+#[derive(Debug, Clone)]
+pub struct ToolShape {
+    /// Every argument the entry names: mapped to a fact, or listed under `arguments`.
+    pub arguments: std::collections::BTreeSet<String>,
+    /// The least and the most access a call of the tool can have.
+    pub least: Access,
+    pub most: Access,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +185,8 @@ pub struct Catalogue {
     kinds: HashMap<String, String>,
     cluster_scoped: HashSet<String>,
     sensitive_read: HashSet<String>,
+    /// Each entry once: its name and its `also_named` spellings.
+    entries: Vec<(String, Vec<String>)>,
 }
 
 impl Catalogue {
@@ -224,7 +240,9 @@ impl Catalogue {
         let cluster_scoped = file.cluster_scoped_kinds.iter().map(canon).collect();
         let sensitive_read = file.sensitive_read_kinds.iter().map(canon).collect();
         let mut tools = BTreeMap::new();
+        let mut entries = Vec::new();
         for (name, spec) in file.tools {
+            entries.push((name.clone(), spec.also_named.clone()));
             if let Some(op) = &spec.operation
                 && op.access.keys().any(|k| k.to_ascii_lowercase() != *k)
             {
@@ -251,6 +269,51 @@ impl Catalogue {
             kinds,
             cluster_scoped,
             sensitive_read,
+            entries,
+        })
+    }
+
+    /// Each catalogue entry once: its name and its other spellings.
+    pub fn entries(&self) -> &[(String, Vec<String>)] {
+        &self.entries
+    }
+
+    /// The arguments and access range of a tool (any spelling), for drift detection.
+    pub fn shape(&self, name: &str) -> Option<ToolShape> {
+        let spec = self.tools.get(name)?;
+        let mut arguments: std::collections::BTreeSet<String> = [
+            &spec.cluster,
+            &spec.namespace,
+            &spec.kind,
+            &spec.api_version,
+            &spec.name,
+            &spec.body,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .chain(spec.manifests.iter().cloned())
+        .chain(spec.opaque.iter().cloned())
+        .chain(spec.arguments.iter().cloned())
+        .collect();
+        if let Some(op) = &spec.operation {
+            arguments.insert(op.argument.clone());
+        }
+        let (least, most) = match &spec.operation {
+            None => (spec.access, spec.access),
+            Some(op) => {
+                let all = op
+                    .access
+                    .values()
+                    .copied()
+                    .chain([op.missing, Access::Write]);
+                (self.least_access(name), all.max().unwrap_or(Access::Write))
+            }
+        };
+        Some(ToolShape {
+            arguments,
+            least,
+            most,
         })
     }
 

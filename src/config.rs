@@ -50,8 +50,15 @@ fn default_mcp_path() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `https://eks-mcp.<region>.api.aws/mcp` for the hosted server.
+    /// `https://eks-mcp.<region>.api.aws/mcp` for the hosted server. Leave it out when
+    /// `command` starts a stdio server; the loader then sets it to `stdio://<program>` (the
+    /// value policies see as `input.gateway.upstream`).
+    #[serde(default)]
     pub url: String,
+    /// A local MCP server the gateway starts and supervises, speaking MCP over its
+    /// stdin/stdout (the open-source `awslabs.eks-mcp-server`), instead of `url`.
+    #[serde(default)]
+    pub command: Option<CommandConfig>,
     /// Plain `http://` is refused unless the host is loopback or this is true.
     #[serde(default)]
     pub allow_plain_http: bool,
@@ -70,6 +77,69 @@ pub struct UpstreamConfig {
     /// Defaults to the signing region. A client-supplied value is always replaced.
     #[serde(default)]
     pub aws_region: Option<String>,
+}
+
+// --- stdio upstream (`upstream.command`) -------------------------------------------------
+
+/// How to start a stdio MCP server as the upstream. The child gets a small environment
+/// (`PATH`, `HOME`, `LANG`, `TZ`, `TMPDIR` from the gateway), the variables listed in
+/// `inherit_env`, and `env`: the gateway's own credentials do not reach it unless named.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// The program (an absolute path, or a name looked up on `PATH`).
+    pub program: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Variables set for the child (e.g. `AWS_REGION`, `AWS_PROFILE`, `FASTMCP_LOG_LEVEL`).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Names of the gateway's own environment variables passed on when set (e.g.
+    /// `AWS_ROLE_ARN`, `AWS_WEB_IDENTITY_TOKEN_FILE` to share an IRSA role).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
+    /// Working directory of the child (default: the gateway's).
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Longest wait for the child's `initialize` answer before it counts as failed to start.
+    #[serde(default = "d_init_timeout", with = "duration_str")]
+    pub init_timeout: Duration,
+    /// First restart delay after the child exits; doubled per failed start up to
+    /// `restart_max_backoff`, and reset once a child has run for a minute.
+    #[serde(default = "d_restart_backoff", with = "duration_str")]
+    pub restart_backoff: Duration,
+    #[serde(default = "d_restart_max_backoff", with = "duration_str")]
+    pub restart_max_backoff: Duration,
+    /// On shutdown: time the child gets after its stdin closes, and again after SIGTERM,
+    /// before it is killed.
+    #[serde(default = "d_stop_timeout", with = "duration_str")]
+    pub stop_timeout: Duration,
+    /// Lines of the child's stderr logged per second; the rest are counted and summarised.
+    #[serde(default = "d_stderr_lines")]
+    pub stderr_lines_per_second: u32,
+}
+
+fn d_init_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_restart_backoff() -> Duration {
+    Duration::from_millis(250)
+}
+fn d_restart_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_stop_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn d_stderr_lines() -> u32 {
+    200
+}
+
+impl UpstreamConfig {
+    /// True when the upstream is a supervised stdio child (`upstream.command`).
+    pub fn is_stdio(&self) -> bool {
+        self.command.is_some()
+    }
 }
 
 fn d_connect() -> Duration {
@@ -614,10 +684,11 @@ impl Config {
 
     /// Parse and validate YAML text; `path` is only used in messages.
     pub fn from_yaml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: explain_yaml_error(&e.to_string()),
         })?;
+        cfg.validate_stdio_upstream(path)?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -638,6 +709,7 @@ impl Config {
         })?;
         match url.scheme_str() {
             Some("https") => {}
+            Some("stdio") if self.upstream.is_stdio() => {}
             Some("http") => {
                 let host = url.host().unwrap_or_default();
                 if !is_loopback_host(host) && !self.upstream.allow_plain_http {
@@ -781,6 +853,72 @@ impl Config {
                 "use a region such as us-west-2",
             ));
         }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `upstream.command` instead of `upstream.url`: exactly one of them, no signing, and
+    /// the synthetic `stdio://<program>` URL the rest of the gateway names the upstream by.
+    fn validate_stdio_upstream(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: &str, fix: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            problem: problem.to_string(),
+            fix: fix.to_string(),
+        };
+        let Some(cmd) = &self.upstream.command else {
+            if self.upstream.url.is_empty() {
+                return Err(invalid(
+                    "upstream",
+                    "names neither `url` nor `command`",
+                    "set upstream.url (e.g. https://eks-mcp.us-west-2.api.aws/mcp) or upstream.command.program",
+                ));
+            }
+            return Ok(());
+        };
+        if !self.upstream.url.is_empty() {
+            return Err(invalid(
+                "upstream.command",
+                "is set together with upstream.url",
+                "keep one: url for an HTTP server, command for a stdio server the gateway starts",
+            ));
+        }
+        if cmd.program.trim().is_empty() {
+            return Err(invalid(
+                "upstream.command.program",
+                "is empty",
+                "name the server's executable, e.g. awslabs.eks-mcp-server",
+            ));
+        }
+        if self.signing.enabled == Some(true) {
+            return Err(invalid(
+                "signing.enabled",
+                "is true, but a stdio upstream is a local process and is never signed",
+                "remove signing.enabled; give the child its AWS credentials through upstream.command.env or inherit_env",
+            ));
+        }
+        if cmd.restart_backoff.is_zero() || cmd.restart_max_backoff < cmd.restart_backoff {
+            return Err(invalid(
+                "upstream.command.restart_backoff",
+                "must be > 0 and not above restart_max_backoff",
+                "e.g. restart_backoff: 250ms, restart_max_backoff: 30s",
+            ));
+        }
+        let name = Path::new(&cmd.program)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("server")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>();
+        self.upstream.url = format!("stdio://{name}");
         Ok(())
     }
 }

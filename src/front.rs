@@ -243,6 +243,8 @@ fn readiness(gw: &Gateway) -> Response<GatewayBody> {
     check("audit", ok, detail);
     let (ok, detail) = gw.upstream.reachability();
     check("upstream", ok, detail);
+    // Drift is reported, never a reason to stop serving (it cannot loosen a decision).
+    check("catalogue", true, gw.upstream.tools().readiness());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -438,6 +440,8 @@ pub async fn serve_gateway(
         wait(rx),
     )
     .await?;
+    // In-flight requests are drained: a stdio upstream process can stop now.
+    gateway.upstream.shutdown().await;
     flush_audit(&gateway).await;
     let _ = ops_tx.send(true);
     if let Some(t) = ops_task {

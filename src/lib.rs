@@ -16,6 +16,7 @@ pub mod classify;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod drift;
 pub mod forward;
 pub mod front;
 pub mod identity;

@@ -1,5 +1,5 @@
 //! The `eks-mcp-gateway` command line: `serve`, `stdio`, `demo`, `check`, `policy test`,
-//! `policy eval`, `policy replay`.
+//! `policy eval`, `policy replay`, `catalogue diff`, `catalogue sync`.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -52,6 +52,13 @@ enum Command {
         /// Answer requests with SSE instead of JSON.
         #[arg(long)]
         sse: bool,
+        #[command(flatten)]
+        stdio: UpstreamStdioArgs,
+    },
+    /// Compare a live upstream's tools with policies/catalogue.yaml.
+    Catalogue {
+        #[command(subcommand)]
+        command: CatalogueCommand,
     },
     /// Speak MCP on stdin/stdout (one JSON-RPC message per line), for assistants that launch
     /// an MCP server as a local command: every message goes through the gateway's policy,
@@ -72,6 +79,197 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+// --- upstream --stdio and catalogue (issue 13) --------------------------------------------
+
+/// `upstream --stdio`: the embedded upstream as a stdio MCP server, the way the open-source
+/// server runs (one session on stdin/stdout, logs on stderr).
+#[derive(clap::Args)]
+struct UpstreamStdioArgs {
+    /// Speak MCP on stdin/stdout instead of listening on a port.
+    #[arg(long)]
+    stdio: bool,
+    /// Which server's tool set to serve: `hosted` (20 tools) or `open-source` (awslabs 0.2.1).
+    #[arg(long, default_value = "hosted")]
+    tool_names: String,
+    /// A JSON file with the tool definitions to serve instead (drift experiments).
+    #[arg(long)]
+    tools_file: Option<PathBuf>,
+    /// Hold every call of one tool back, as NAME=SECONDS (supervision tests).
+    #[arg(long, hide = true)]
+    delay_tool: Option<String>,
+}
+
+impl UpstreamStdioArgs {
+    fn sim_config(&self) -> anyhow::Result<eks_mcp_gateway::sim::SimConfig> {
+        use eks_mcp_gateway::sim::{SimConfig, ToolNames};
+        let tool_names = match self.tool_names.as_str() {
+            "hosted" => ToolNames::Hosted,
+            "open-source" | "oss" => ToolNames::OpenSource,
+            other => anyhow::bail!("--tool-names {other:?}: use hosted or open-source"),
+        };
+        let tools = match &self.tools_file {
+            None => None,
+            Some(path) => Some(
+                serde_json::from_str(&std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --tools-file {}: {e}", path.display())
+                })?)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--tools-file {}: not a JSON array of tools: {e}",
+                        path.display()
+                    )
+                })?,
+            ),
+        };
+        Ok(SimConfig {
+            tool_names,
+            tools,
+            ..SimConfig::default()
+        })
+    }
+
+    fn delay(&self) -> anyhow::Result<Option<(String, std::time::Duration)>> {
+        let Some(spec) = &self.delay_tool else {
+            return Ok(None);
+        };
+        let (name, secs) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--delay-tool takes NAME=SECONDS"))?;
+        let secs: f64 = secs
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--delay-tool {spec}: SECONDS is not a number"))?;
+        Ok(Some((
+            name.to_owned(),
+            std::time::Duration::from_secs_f64(secs),
+        )))
+    }
+}
+
+#[derive(Subcommand)]
+enum CatalogueCommand {
+    /// Print where the upstream's tools/list differs from the catalogue; exit 1 on drift.
+    Diff {
+        #[command(flatten)]
+        target: CatalogueTarget,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print catalogue entries (YAML, to complete and paste under `tools:`) for the tools the
+    /// upstream offers and the catalogue does not know.
+    Sync {
+        #[command(flatten)]
+        target: CatalogueTarget,
+        /// Write the entries to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Which upstream and which catalogue: a configuration file, or `--upstream URL` /
+/// `--command PROGRAM ARGS...` with `--policies DIR`.
+#[derive(clap::Args)]
+struct CatalogueTarget {
+    #[arg(long, short, conflicts_with_all = ["upstream", "command"])]
+    config: Option<PathBuf>,
+    /// An HTTP MCP server (signed when it is https, as `serve` would).
+    #[arg(long, conflicts_with = "command")]
+    upstream: Option<String>,
+    /// A stdio MCP server to start, with its arguments (put it last).
+    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+    command: Option<Vec<String>>,
+    /// Policy directory holding catalogue.yaml (default ./policies, or the config's).
+    #[arg(long)]
+    policies: Option<PathBuf>,
+}
+
+impl CatalogueTarget {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut cfg = match (&self.config, &self.upstream, &self.command) {
+            (Some(path), _, _) => Config::load(path)?,
+            (None, Some(url), _) => Config::from_yaml_str(
+                &format!("upstream:\n  url: {}\n", serde_json::to_string(url)?),
+                Path::new("<--upstream>"),
+            )?,
+            (None, None, Some(cmd)) => {
+                let doc = serde_json::json!({"upstream": {"command": {
+                    "program": cmd[0], "args": &cmd[1..],
+                    "inherit_env": ["AWS_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID",
+                        "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE",
+                        "AWS_SHARED_CREDENTIALS_FILE", "KUBECONFIG"]}}});
+                Config::from_yaml_str(&doc.to_string(), Path::new("<--command>"))?
+            }
+            (None, None, None) => {
+                anyhow::bail!(
+                    "name the upstream: --config FILE, --upstream URL or --command PROGRAM ..."
+                )
+            }
+        };
+        if let Some(dir) = &self.policies {
+            cfg.policy.dir = dir.clone();
+        } else if self.config.is_none() {
+            cfg.policy.dir = default_policy_dir();
+        }
+        Ok(cfg)
+    }
+}
+
+/// `catalogue diff` / `catalogue sync`.
+async fn catalogue(command: CatalogueCommand) -> anyhow::Result<ExitCode> {
+    use eks_mcp_gateway::drift;
+    let (target, sync_out, json) = match &command {
+        CatalogueCommand::Diff { target, json } => (target, None, *json),
+        CatalogueCommand::Sync { target, out } => (target, Some(out.clone()), false),
+    };
+    let cfg = target.config()?;
+    let catalogue = eks_mcp_gateway::classify::Catalogue::load(&cfg.policy.dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.policy.dir.display()))?;
+    let upstream = eks_mcp_gateway::forward::Upstream::new(&cfg.upstream)?;
+    let signer = if upstream.is_stdio() {
+        None
+    } else {
+        eks_mcp_gateway::sign::Signer::from_config(&cfg.signing, upstream.uri()).await?
+    };
+    let fetched = drift::fetch_tools(&upstream, signer.as_ref()).await;
+    upstream.shutdown().await;
+    let tools =
+        fetched.map_err(|e| anyhow::anyhow!("reading {}'s tools: {e:#}", cfg.upstream.url))?;
+    let report = drift::compare(&catalogue, &tools);
+    if let Some(out) = sync_out {
+        let yaml = drift::skeleton(&report, &tools);
+        match out {
+            Some(path) => std::fs::write(&path, &yaml)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+            None => print!("{yaml}"),
+        }
+        let n = report.iter().filter(|d| d.kind == "unknown_tool").count();
+        eprintln!(
+            "{n} tool(s) of {} missing from the catalogue",
+            cfg.upstream.url
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: {} tools listed, {} difference(s) from {}",
+            cfg.upstream.url,
+            tools.len(),
+            report.len(),
+            cfg.policy.dir.join("catalogue.yaml").display()
+        );
+        for d in &report {
+            println!("{:<18} {:<34} {}", d.kind, d.tool, d.detail);
+        }
+    }
+    Ok(if report.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[derive(Subcommand)]
@@ -165,7 +363,33 @@ fn main() -> ExitCode {
             let _telemetry = eks_mcp_gateway::telemetry::init(&Default::default());
             eks_mcp_gateway::demo::run(opts, eks_mcp_gateway::front::shutdown_signal()).await
         }),
-        Command::Upstream { listen, sse } => run_async(async move {
+        Command::Upstream { stdio, .. } if stdio.stdio => run_async(async move {
+            let cfg = stdio.sim_config()?;
+            let delay = stdio.delay()?;
+            eks_mcp_gateway::sim::serve_stdio(cfg, tokio::io::stdin(), tokio::io::stdout(), delay)
+                .await?;
+            Ok(())
+        }),
+        Command::Catalogue { command } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(catalogue(command)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Upstream { listen, sse, stdio } => run_async(async move {
             use eks_mcp_gateway::sim;
             let listener = tokio::net::TcpListener::bind(listen).await?;
             let cfg = sim::SimConfig {
@@ -174,7 +398,7 @@ fn main() -> ExitCode {
                 } else {
                     sim::ResponseMode::Json
                 },
-                ..sim::SimConfig::default()
+                ..stdio.sim_config()?
             };
             let handle = sim::start(cfg, listener).await?;
             // The first stdout line is the URL; scripts and benches read it.

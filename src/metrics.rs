@@ -118,6 +118,14 @@ pub struct Metrics {
     /// MCP semantic-convention server operation duration. Labels: `mcp_method_name`,
     /// `error_type` (`""` on success, a JSON-RPC code, or `tool_error`).
     pub mcp_server_operation_duration_seconds: HistogramVec,
+    /// Restarts of a stdio upstream process (`upstream.command`) after it exited or failed
+    /// to start.
+    pub upstream_restarts_total: IntCounter,
+    /// Differences between the upstream's `tools/list` and `policies/catalogue.yaml` (value 1
+    /// while present; set through `drift::publish`, which clears what went away). Labels:
+    /// `kind` (`unknown_tool`, `missing_tool`, `unmapped_argument`, `annotation`), `tool`
+    /// (names the upstream lists, capped in number by `drift`).
+    pub catalogue_drift: IntGaugeVec,
 }
 
 fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -223,7 +231,23 @@ impl Metrics {
         r.register(Box::new(build_info.clone()))
             .expect("metric registered once");
         build_info.with_label_values(&[crate::VERSION]).set(1);
+        let catalogue_drift = IntGaugeVec::new(
+            Opts::new(
+                "mcp_gateway_catalogue_drift",
+                "Differences between the upstream's tools/list and the tool catalogue (1 while present), by kind and tool.",
+            ),
+            &["kind", "tool"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(catalogue_drift.clone()))
+            .expect("metric registered once");
         Metrics {
+            upstream_restarts_total: counter(
+                &r,
+                "mcp_gateway_upstream_restarts_total",
+                "Restarts of the stdio upstream process after it exited or failed to start.",
+            ),
+            catalogue_drift,
             requests_total: counter_vec(
                 &r,
                 "mcp_gateway_requests_total",

@@ -20,6 +20,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
+
+use crate::forward::UpstreamBody;
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -88,6 +90,8 @@ impl Gateway {
         let redactor = crate::policy::redactor_for(&config.policy.dir)?;
         let signer = match options.signer {
             Some(s) => Some(s),
+            // A local child process is not an AWS endpoint: nothing to sign.
+            None if upstream.is_stdio() => None,
             None => Signer::from_config(&config.signing, upstream.uri())
                 .await
                 .context("upstream request signing")?,
@@ -104,6 +108,7 @@ impl Gateway {
         if config.policy.hot_reload {
             policy.spawn_watcher(Duration::from_secs(1));
         }
+        crate::drift::spawn_monitor(upstream.tools().clone(), policy.clone());
         Ok(Arc::new(Gateway {
             requests: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             streams: Arc::new(Semaphore::new(config.limits.max_sse_streams)),
@@ -350,6 +355,10 @@ impl Gateway {
             filter_tools: matches!(msg.kind, Kind::Request { .. })
                 && msg.method() == Some("tools/list")
                 && self.config.policy.mode == PolicyMode::Enforce,
+            // The first page of a tools/list: when it is also the last, it is the whole list.
+            observe_tools: matches!(msg.kind, Kind::Request { .. })
+                && msg.method() == Some("tools/list")
+                && msg.params().and_then(|p| p.get("cursor")).is_none(),
             stateless: era == Era::Stateless,
             input,
             log: LogSlot::new(self.clone(), log),
@@ -453,6 +462,7 @@ impl Gateway {
             method: method.to_owned(),
             profiles: decision.redact.clone(),
             filter_tools: false,
+            observe_tools: false,
             stateless: false,
             input,
             log: LogSlot::new(self.clone(), log),
@@ -867,6 +877,8 @@ struct Relay {
     method: String,
     profiles: Vec<String>,
     filter_tools: bool,
+    /// The answer is a whole `tools/list` (first page) to compare with the catalogue.
+    observe_tools: bool,
     stateless: bool,
     input: Arc<PolicyInput>,
     /// Taken exactly once, when the request is finished (or abandoned by the client).
@@ -971,6 +983,9 @@ impl Relay {
         let is_our_response = self.request_id.is_some()
             && msg.get("id") == self.request_id.as_ref()
             && msg.get("method").is_none();
+        if is_our_response && self.observe_tools {
+            self.observe_tools_list(msg);
+        }
         let filtered = is_our_response && self.filter_tools;
         if filtered {
             self.filter_tools_list(msg);
@@ -981,6 +996,19 @@ impl Relay {
             self.with_log(|l| l.redactions.extend(found));
         }
         filtered || redacted
+    }
+
+    /// A whole `tools/list` answer, before any filtering, goes to drift detection.
+    fn observe_tools_list(&self, msg: &Value) {
+        let Some(result) = msg.get("result") else {
+            return;
+        };
+        if result.get("nextCursor").is_some_and(|c| !c.is_null()) {
+            return;
+        }
+        if let Some(Value::Array(tools)) = result.get("tools") {
+            self.gateway.upstream.tools().observe(tools.clone());
+        }
     }
 
     /// Remove the tools this principal may never call; mark a stateless result private.
@@ -1015,7 +1043,7 @@ impl Relay {
     /// closes the upstream connection and so cancels the upstream request.
     fn sse_stream(
         self,
-        upstream: Incoming,
+        upstream: UpstreamBody,
         permit: OwnedSemaphorePermit,
         stream_permit: Option<OwnedSemaphorePermit>,
     ) -> GatewayBody {
@@ -1087,7 +1115,7 @@ impl Relay {
 
 struct SseState {
     relay: Relay,
-    upstream: Incoming,
+    upstream: UpstreamBody,
     parser: SseParser,
     done: bool,
     /// The final response to our request has been relayed.

@@ -107,6 +107,7 @@ pub async fn run(gateway: Arc<Gateway>) -> anyhow::Result<()> {
         stop,
     )
     .await?;
+    gateway.upstream.shutdown().await;
     crate::front::flush_audit(&gateway).await;
     Ok(())
 }
@@ -229,11 +230,11 @@ where
 }
 
 /// A line longer than the limit (skipped up to its newline).
-struct TooLong;
+pub(crate) struct TooLong;
 
 /// Lines of at most `max` bytes, read without ever holding more than that. Cancel-safe: a
 /// partly read line stays in the reader when `next` is dropped in a `select!`.
-struct LineReader<R> {
+pub(crate) struct LineReader<R> {
     inner: BufReader<R>,
     max: usize,
     line: Vec<u8>,
@@ -242,7 +243,7 @@ struct LineReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
-    fn new(input: R, max: usize) -> Self {
+    pub(crate) fn new(input: R, max: usize) -> Self {
         LineReader {
             inner: BufReader::new(input),
             max,
@@ -253,7 +254,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 
     /// The next line without its `\n` (and `\r`), `Err(TooLong)` for one over the limit,
     /// `None` at the end of the input.
-    async fn next(&mut self) -> std::io::Result<Option<Result<Bytes, TooLong>>> {
+    pub(crate) async fn next(&mut self) -> std::io::Result<Option<Result<Bytes, TooLong>>> {
         loop {
             let chunk = self.inner.fill_buf().await?;
             if chunk.is_empty() {

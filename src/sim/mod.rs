@@ -35,6 +35,7 @@ mod aws;
 mod paths;
 mod rpc;
 mod sigv4;
+mod stdio;
 mod tools;
 mod transport;
 mod world;
@@ -52,6 +53,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use stdio::serve_stdio;
 pub use world::{BULK_LOGGER_POD, CRASHLOOP_POD, World, planted};
 
 /// How the simulator answers requests that need a response.
@@ -115,6 +117,10 @@ pub struct SimConfig {
     /// How many received requests `received()` keeps, oldest dropped first (default
     /// 100 000), so a long-running `demo` does not grow without bound.
     pub record_limit: usize,
+    /// Tool definitions served instead of the built-in list (drift tests: a tool added,
+    /// removed, an argument or annotation changed). Tools without a handler answer with a
+    /// tool error.
+    pub tools: Option<Vec<serde_json::Value>>,
 }
 
 impl Default for SimConfig {
@@ -128,6 +134,7 @@ impl Default for SimConfig {
             keepalive: Duration::from_secs(15),
             path: "/mcp".into(),
             record_limit: 100_000,
+            tools: None,
         }
     }
 }
@@ -286,6 +293,29 @@ pub fn sample_world() -> World {
     World::sample()
 }
 
+fn catalogue_of(cfg: &SimConfig) -> tools::Catalogue {
+    match &cfg.tools {
+        Some(list) => tools::Catalogue::with_tools(cfg.tool_names, list.clone()),
+        None => tools::Catalogue::new(cfg.tool_names),
+    }
+}
+
+/// The state of a simulator with no listener (the stdio transport).
+fn shared_state(cfg: SimConfig) -> Arc<Shared> {
+    Arc::new(Shared {
+        catalogue: catalogue_of(&cfg),
+        world: Mutex::new(World::sample()),
+        sessions: Mutex::new(HashMap::new()),
+        listeners: Mutex::new(Vec::new()),
+        received: Mutex::new(VecDeque::new()),
+        credentials: Mutex::new(None),
+        expired_tokens: Mutex::new(Vec::new()),
+        verified: AtomicU64::new(0),
+        signature_failures: AtomicU64::new(0),
+        cfg,
+    })
+}
+
 /// Start a simulator on `listener` and return once it accepts connections.
 pub async fn start(
     cfg: SimConfig,
@@ -305,7 +335,7 @@ pub async fn start(
     }
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
-        catalogue: tools::Catalogue::new(cfg.tool_names),
+        catalogue: catalogue_of(&cfg),
         world: Mutex::new(World::sample()),
         sessions: Mutex::new(HashMap::new()),
         listeners: Mutex::new(Vec::new()),

@@ -34,6 +34,11 @@ impl Catalogue {
         Self { tools, names }
     }
 
+    /// A changed tool list (drift tests): tools without a handler answer with a tool error.
+    pub fn with_tools(names: ToolNames, tools: Vec<Value>) -> Self {
+        Self { tools, names }
+    }
+
     /// Tool definitions as `tools/list` returns them.
     pub fn list(&self) -> &[Value] {
         &self.tools

@@ -150,6 +150,41 @@ impl Harness {
         serve(cfg, BuildOptions::default(), audit_dir).await
     }
 
+    /// A gateway whose upstream is a stdio server it starts (`upstream.command`). Returns the
+    /// audit file's path with the gateway.
+    pub async fn in_front_of_command(
+        command: eks_mcp_gateway::config::CommandConfig,
+        principal: &str,
+        groups: &[&str],
+        tweak: Option<ConfigTweak>,
+    ) -> (Arc<Gateway>, SocketAddr, GatewayGuard, PathBuf) {
+        let audit_dir = tempfile::tempdir().unwrap();
+        let audit_path = audit_dir.path().join("audit.jsonl");
+        let mut cfg = Config::from_yaml_str(
+            &serde_json::json!({"upstream": {"command": {"program": command.program}}}).to_string(),
+            Path::new("<test>"),
+        )
+        .unwrap();
+        cfg.upstream.command = Some(command);
+        let base = base_config(
+            "http://127.0.0.1:1/mcp",
+            principal,
+            &groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+            PolicyMode::Enforce,
+            &policy_dir(),
+            &audit_path,
+        );
+        cfg.policy = base.policy;
+        cfg.auth = base.auth;
+        cfg.audit = base.audit;
+        cfg.limits = base.limits;
+        if let Some(t) = tweak {
+            t(&mut cfg);
+        }
+        let (gateway, addr, guard) = serve(cfg, BuildOptions::default(), audit_dir).await;
+        (gateway, addr, guard, audit_path)
+    }
+
     async fn start_in_front_of(
         sim: SimHandle,
         credentials: Option<SharedCredentialsProvider>,

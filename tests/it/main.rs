@@ -18,4 +18,5 @@ mod replay;
 mod signing;
 mod sim;
 mod stdio;
+mod stdio_upstream;
 mod telemetry;

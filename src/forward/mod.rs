@@ -1,8 +1,17 @@
-//! forward: the pooled upstream client and the classification of upstream failures.
+//! forward: the upstream behind one interface, and the classification of upstream failures.
 //!
-//! One hyper-util client (HTTP/1.1 and HTTP/2 over rustls with webpki roots, TCP_NODELAY)
-//! is shared by all requests. This module only moves bytes and reports what went wrong in
-//! words a client can act on; it never changes a request (signing was the last change).
+//! Two kinds of upstream answer the same `send(request) -> response`:
+//! - Streamable HTTP (the hosted EKS MCP server): one pooled hyper-util client (HTTP/1.1 and
+//!   HTTP/2 over rustls with webpki roots, TCP_NODELAY) shared by all requests;
+//! - a supervised stdio child (`upstream.command`, the open-source server): `stdio` gives it
+//!   the same Streamable HTTP face over one long-lived MCP session with the child (`child`).
+//!
+//! The stages before this one never learn which kind they talk to. This module only moves
+//! messages and reports what went wrong in words a client can act on; it never changes what
+//! the policy evaluated (signing, when it applies, was the last change).
+mod child;
+pub mod stdio;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,9 +28,102 @@ use crate::jsonrpc;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// The upstream EKS MCP endpoint and a connection pool to it.
+/// An error inside a streamed upstream body (a concrete type: a boxed trait object here
+/// trips rustc's higher-ranked inference where `Limited` wraps the body in async code).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(pub String);
+/// The body of an upstream response, whichever kind of upstream produced it.
+pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
+
+/// The upstream EKS MCP server, over HTTP or as a supervised stdio child.
 #[derive(Clone)]
 pub struct Upstream {
+    kind: Kind,
+    /// The upstream's newest complete `tools/list` (drift reports, `Mcp-Param-*` checks).
+    tools: Arc<crate::drift::ToolsSeen>,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Http(Box<HttpUpstream>),
+    Stdio(Arc<stdio::StdioUpstream>),
+}
+
+impl Upstream {
+    /// Build the upstream the configuration names; a stdio child is started here.
+    pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+        let tools = Arc::new(crate::drift::ToolsSeen::default());
+        let kind = match &cfg.command {
+            Some(_) => Kind::Stdio(stdio::StdioUpstream::start(cfg, tools.clone())?),
+            None => Kind::Http(Box::new(HttpUpstream::new(cfg)?)),
+        };
+        Ok(Upstream { kind, tools })
+    }
+
+    /// The URL requests are addressed to (`stdio://<program>` for a child).
+    pub fn uri(&self) -> &Uri {
+        match &self.kind {
+            Kind::Http(h) => &h.uri,
+            Kind::Stdio(s) => s.uri(),
+        }
+    }
+
+    /// True for a supervised stdio child (never signed).
+    pub fn is_stdio(&self) -> bool {
+        matches!(self.kind, Kind::Stdio(_))
+    }
+
+    /// What the gateway knows of the upstream's tools.
+    pub fn tools(&self) -> &Arc<crate::drift::ToolsSeen> {
+        &self.tools
+    }
+
+    /// Send one request and wait (bounded) for the response headers.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        use http_body_util::BodyExt as _;
+        match &self.kind {
+            Kind::Http(h) => h
+                .send(req)
+                .await
+                .map(|r| r.map(|b| b.map_err(box_body_error).boxed_unsync())),
+            Kind::Stdio(s) => s.send(req).await,
+        }
+    }
+
+    /// Whether the upstream can serve now, and why (for `/readyz`).
+    pub fn reachability(&self) -> (bool, String) {
+        match &self.kind {
+            Kind::Http(h) => h.reachability(),
+            Kind::Stdio(s) => s.readiness(),
+        }
+    }
+
+    /// Stop a stdio child after the front has drained (nothing to do for HTTP).
+    pub async fn shutdown(&self) {
+        if let Kind::Stdio(s) = &self.kind {
+            s.shutdown().await;
+        }
+    }
+}
+
+fn box_body_error(e: hyper::Error) -> BodyError {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    BodyError(text)
+}
+
+/// The HTTP upstream EKS MCP endpoint and a connection pool to it.
+#[derive(Clone)]
+pub struct HttpUpstream {
     client: Client<Connector, Full<Bytes>>,
     uri: Uri,
     response_timeout: Duration,
@@ -104,7 +206,7 @@ impl UpstreamError {
     }
 }
 
-impl Upstream {
+impl HttpUpstream {
     pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
         let uri: Uri = cfg.url.parse()?;
         let mut http = HttpConnector::new();
@@ -124,16 +226,12 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .build(https);
-        Ok(Upstream {
+        Ok(HttpUpstream {
             client,
             uri,
             response_timeout: cfg.response_timeout,
             last_failure: Arc::new(Mutex::new(None)),
         })
-    }
-
-    pub fn uri(&self) -> &Uri {
-        &self.uri
     }
 
     /// Send one request and wait (bounded) for the response headers.
