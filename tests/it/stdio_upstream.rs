@@ -726,7 +726,12 @@ async fn interop_awslabs_eks_mcp_server_as_stdio_upstream() {
             .all(|l| l.get("id").is_none_or(|id| id.is_u64()))
     );
 
-    let records = audit_until(&gw.audit, |r| r.len() >= 2 + denied.len()).await;
+    let records = audit_until(&gw.audit, |r| {
+        denied
+            .iter()
+            .all(|(tool, _)| r.iter().any(|rec| rec["tool"] == *tool))
+    })
+    .await;
     for (tool, _) in &denied {
         let rec = records
             .iter()
