@@ -13,7 +13,7 @@ package eks_mcp.gateway
 known_data_keys := {
 	"methods", "default_groups", "tiers", "default_tier", "read_only_tiers",
 	"break_glass_groups", "groups", "principals", "aws_write_tools", "aws_grants", "secrets",
-	"images", "baseline_capabilities", "signing_roles",
+	"images", "baseline_capabilities", "signing_roles", "limits",
 }
 
 # The keys of a group or principal entry, and of one of its write grants.

@@ -202,6 +202,14 @@ pub struct LimitsConfig {
     /// traffic before the listener closes. Then `shutdown_grace` applies.
     #[serde(default, with = "duration_str")]
     pub shutdown_delay: Duration,
+    /// Most callers (principals) whose per-caller limits this replica remembers at once;
+    /// beyond it the least recently seen callers with nothing in flight are forgotten.
+    #[serde(default = "d_max_callers")]
+    pub max_callers: usize,
+    /// A caller with nothing in flight for this long is forgotten (its buckets start full
+    /// again); keep it above the longest `burst / rate` of the policy data's limits.
+    #[serde(default = "d_caller_idle", with = "duration_str")]
+    pub caller_idle_timeout: Duration,
 }
 
 impl LimitsConfig {
@@ -237,6 +245,12 @@ fn d_concurrent() -> usize {
 fn d_streams() -> usize {
     256
 }
+fn d_max_callers() -> usize {
+    10_000
+}
+fn d_caller_idle() -> Duration {
+    Duration::from_secs(600)
+}
 fn d_grace() -> Duration {
     Duration::from_secs(20)
 }
@@ -269,6 +283,8 @@ impl Default for LimitsConfig {
             max_manifest_values: d_manifest_values(),
             max_manifest_objects: d_manifest_objects(),
             shutdown_delay: Duration::ZERO,
+            max_callers: d_max_callers(),
+            caller_idle_timeout: d_caller_idle(),
         }
     }
 }
@@ -768,6 +784,13 @@ impl Config {
                 "limits.body_read_timeout",
                 "and limits.body_min_rate must be > 0".into(),
                 "e.g. body_read_timeout: 10s, body_min_rate: 16384",
+            ));
+        }
+        if self.limits.max_callers == 0 || self.limits.caller_idle_timeout.is_zero() {
+            return Err(invalid(
+                "limits.max_callers",
+                "and limits.caller_idle_timeout must be > 0".into(),
+                "e.g. max_callers: 10000, caller_idle_timeout: 10m",
             ));
         }
         if self.limits.max_requests_per_source == 0 {

@@ -25,6 +25,9 @@ pub const HEADER_MISMATCH: i64 = -32020;
 /// of the gateway itself (`gateway`) or of the upstream (`upstream`).
 pub const POLICY_DENIED: i64 = -31001;
 pub const AUDIT_UNAVAILABLE: i64 = -31002;
+/// The gateway's own per-caller limit (`gateway.limits` of the policy data); `data.retry_after`
+/// says when to try again. Distinct from `UPSTREAM_RATE_LIMITED` (the upstream's 429).
+pub const RATE_LIMITED: i64 = -31003;
 pub const UPSTREAM_UNAVAILABLE: i64 = -31010;
 pub const UPSTREAM_TIMEOUT: i64 = -31011;
 pub const UPSTREAM_ERROR: i64 = -31012;

@@ -21,6 +21,7 @@ pub mod forward;
 pub mod front;
 pub mod identity;
 pub mod jsonrpc;
+pub mod limits;
 pub mod manifest;
 pub mod mcp;
 pub mod metrics;

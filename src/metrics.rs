@@ -90,6 +90,13 @@ pub struct Metrics {
     pub upstream_auth_failures_total: IntCounter,
     /// Upstream 429 answers (the EKS MCP server throttling the gateway).
     pub upstream_throttled_total: IntCounter,
+    /// Calls refused by a per-caller limit of the policy data (`gateway.limits`), never
+    /// forwarded. Labels: `group` (as in `group_requests_total`), `class` (`read`,
+    /// `sensitive`, `write`, `unknown`, `other`), `limit` (`rate`, `concurrency`, `bytes`,
+    /// `callers`).
+    pub caller_limited_total: IntCounterVec,
+    /// Callers whose limits this replica currently remembers (at most `limits.max_callers`).
+    pub callers_tracked: IntGauge,
     /// Redactions applied to results. Label: `detector`.
     pub redactions_total: IntCounterVec,
     /// Sessions open (initialize seen minus DELETE; best effort, a replica only sees its own).
@@ -306,6 +313,17 @@ impl Metrics {
                 &r,
                 "mcp_gateway_upstream_throttled_total",
                 "Upstream 429 answers (the EKS MCP server throttling the gateway).",
+            ),
+            caller_limited_total: counter_vec(
+                &r,
+                "mcp_gateway_caller_limited_total",
+                "Calls refused by a per-caller limit, by group, call class and limit.",
+                &["group", "class", "limit"],
+            ),
+            callers_tracked: gauge(
+                &r,
+                "mcp_gateway_callers_tracked",
+                "Callers whose per-caller limits this replica remembers.",
             ),
             redactions_total: counter_vec(
                 &r,

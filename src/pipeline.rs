@@ -31,6 +31,7 @@ use crate::config::{Config, PolicyMode};
 use crate::forward::{Upstream, UpstreamError};
 use crate::identity::{Authenticator, Principal};
 use crate::jsonrpc::{self, Kind, Message};
+use crate::limits::{CallClass, CallerPermit, Callers};
 use crate::mcp;
 use crate::metrics;
 use crate::policy::{ClientInfo, Decision, Era, GatewayFacts, McpFacts, PolicyHandle, PolicyInput};
@@ -65,6 +66,8 @@ pub struct Gateway {
     draining: std::sync::atomic::AtomicBool,
     /// Request slots per client address (`limits.max_requests_per_source`).
     pub(crate) source_slots: crate::front::SourceSlots,
+    /// Per-caller limit state (`gateway.limits` of the policy data), bounded.
+    pub callers: Arc<Callers>,
 }
 
 /// Parts supplied by the embedder instead of being built from the configuration.
@@ -113,6 +116,7 @@ impl Gateway {
             requests: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             streams: Arc::new(Semaphore::new(config.limits.max_sse_streams)),
             source_slots: crate::front::SourceSlots::new(config.limits.max_requests_per_source),
+            callers: Callers::new(config.limits.max_callers, config.limits.caller_idle_timeout),
             config,
             upstream,
             policy,
@@ -329,6 +333,21 @@ impl Gateway {
             log.emit(&self).await;
             return resp;
         }
+        // limits: the caller's own rate, concurrency and byte budget, before anything is sent.
+        let caller = match self.admit_caller(&policy, &input) {
+            Ok(permit) => permit,
+            Err(limited) => {
+                telemetry::record_error(
+                    &span,
+                    "rate_limited",
+                    Some(jsonrpc::RATE_LIMITED),
+                    &limited.message(),
+                );
+                log.error = Some("rate_limited".into());
+                log.emit(&self).await;
+                return rate_limited(msg.id(), &limited);
+            }
+        };
         if let Err(resp) = self.audit_gate(msg.id()).await {
             return resp;
         }
@@ -362,6 +381,7 @@ impl Gateway {
             stateless: era == Era::Stateless,
             input,
             log: LogSlot::new(self.clone(), log),
+            caller: Some(Arc::new(caller)),
         };
         self.forward_and_relay(
             Method::POST,
@@ -466,6 +486,7 @@ impl Gateway {
             stateless: false,
             input,
             log: LogSlot::new(self.clone(), log),
+            caller: None,
         };
         self.forward_and_relay(
             http_method,
@@ -648,6 +669,7 @@ impl Gateway {
             Ok(Ok(c)) => c.to_bytes(),
         };
         drop(permit);
+        relay.charge_bytes(bytes.len());
         if bytes.is_empty() {
             relay.clone().complete(Some(status.as_u16())).await;
             return out.body(empty()).expect("valid response");
@@ -665,6 +687,34 @@ impl Gateway {
         };
         relay.clone().complete(Some(status.as_u16())).await;
         out.body(full(body)).expect("valid response")
+    }
+
+    /// Admit one allowed call against its caller's limits (`gateway.limits`), counting a
+    /// refusal by group, class and limit.
+    fn admit_caller(
+        &self,
+        policy: &crate::policy::PolicyEngine,
+        input: &PolicyInput,
+    ) -> Result<CallerPermit, crate::limits::Limited> {
+        let tool = input.tool.as_ref();
+        let class = CallClass::of(tool.map(|t| t.access));
+        let tool_name = tool.filter(|t| t.known).map(|t| t.name.as_str());
+        let principal = &input.principal;
+        let limits = policy
+            .limits()
+            .resolve(&principal.id, &principal.groups, class, tool_name);
+        let admitted = self.callers.admit(&principal.id, class, limits);
+        let m = metrics::global();
+        m.callers_tracked.set(self.callers.len() as i64);
+        if let Err(limited) = &admitted {
+            tracing::info!(principal = %principal.id, class = class.label(), limit = limited.kind.label(), "call refused by a per-caller limit");
+            for group in group_labels(policy, principal) {
+                m.caller_limited_total
+                    .with_label_values(&[group, class.label(), limited.kind.label()])
+                    .inc();
+            }
+        }
+        admitted
     }
 
     fn decide(&self, policy: &crate::policy::PolicyEngine, input: &PolicyInput) -> Decision {
@@ -818,18 +868,9 @@ impl RequestLog {
             .with_label_values(&[self.input.mcp.method.as_str(), tool_label, decision])
             .inc();
         let policy = gw.policy.current();
-        let mut counted = false;
-        for group in &self.input.principal.groups {
-            if policy.groups().contains(group) {
-                counted = true;
-                m.group_requests_total
-                    .with_label_values(&[group.as_str(), decision])
-                    .inc();
-            }
-        }
-        if !counted {
+        for group in group_labels(&policy, &self.input.principal) {
             m.group_requests_total
-                .with_label_values(&[metrics::OTHER_GROUP, decision])
+                .with_label_values(&[group, decision])
                 .inc();
         }
         if !self.decision.allow {
@@ -883,6 +924,8 @@ struct Relay {
     input: Arc<PolicyInput>,
     /// Taken exactly once, when the request is finished (or abandoned by the client).
     log: Arc<LogSlot>,
+    /// The caller's admission (`limits`): counted in flight until the last clone drops.
+    caller: Option<Arc<CallerPermit>>,
 }
 
 /// Holds a request's log until it is emitted. If the request is abandoned (the client went
@@ -926,6 +969,13 @@ impl Relay {
     fn with_log(&self, f: impl FnOnce(&mut RequestLog)) {
         if let Some(log) = self.log.lock().as_mut() {
             f(log);
+        }
+    }
+
+    /// Charge result bytes to the caller's byte budget (tools in `gateway.limits.byte_tools`).
+    fn charge_bytes(&self, n: usize) {
+        if let Some(c) = &self.caller {
+            c.charge_bytes(n);
         }
     }
 
@@ -1088,6 +1138,7 @@ impl Relay {
                         return tail.map(|b| (Ok(Frame::data(b)), st));
                     }
                 };
+                st.relay.charge_bytes(chunk.len());
                 let items = match st.parser.push(&chunk) {
                     Ok(items) => items,
                     Err(e) => {
@@ -1349,6 +1400,52 @@ fn denial_text(decision: &Decision) -> String {
 
 fn denial_data(decision: &Decision) -> Value {
     serde_json::json!({"source": "policy", "reasons": decision.reasons, "rules": decision.rules})
+}
+
+/// The `group` metric labels of a caller: the groups of the policy data it is in, or
+/// `other` when none (so callers cannot create label values).
+fn group_labels<'a>(
+    policy: &crate::policy::PolicyEngine,
+    principal: &'a Principal,
+) -> Vec<&'a str> {
+    let known: Vec<&str> = principal
+        .groups
+        .iter()
+        .filter(|g| policy.groups().contains(*g))
+        .map(String::as_str)
+        .collect();
+    if known.is_empty() {
+        vec![metrics::OTHER_GROUP]
+    } else {
+        known
+    }
+}
+
+/// A call refused by the caller's own limits: the gateway's rate-limit error with
+/// `retry_after` (seconds), distinct from the upstream's 429 (`UPSTREAM_RATE_LIMITED`).
+fn rate_limited(
+    id: Option<&jsonrpc::Id>,
+    limited: &crate::limits::Limited,
+) -> Response<GatewayBody> {
+    let secs = limited.retry_after.as_secs_f64();
+    let body = jsonrpc::error_response(
+        id,
+        jsonrpc::RATE_LIMITED,
+        &limited.message(),
+        Some(serde_json::json!({
+            "source": "gateway",
+            "kind": "rate_limited",
+            "limit": limited.kind.label(),
+            "class": limited.class.label(),
+            "retry_after": (secs * 1000.0).ceil() / 1000.0,
+        })),
+    );
+    let mut resp = request_scoped_error(id.is_some(), StatusCode::TOO_MANY_REQUESTS, &body);
+    let header = (secs.ceil() as u64).max(1).to_string();
+    if let Ok(v) = HeaderValue::from_str(&header) {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 /// A gateway error for a request with an id travels as a JSON-RPC error in a 200 response,

@@ -211,6 +211,8 @@ pub struct PolicyEngine {
     /// The groups the policy data defines (`gateway.groups` keys): the bounded label set of
     /// `mcp_gateway_group_requests_total`.
     groups: std::collections::BTreeSet<String>,
+    /// Per-caller limits (`gateway.limits` of the top-level data file).
+    limits: Arc<crate::limits::LimitsData>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -319,12 +321,18 @@ impl PolicyEngine {
             dir: cfg.dir.clone(),
             bytecode,
             groups: data_groups(snap),
+            limits: Arc::new(data_limits(snap)?),
         })
     }
 
     /// The groups the policy data defines (`gateway.groups` in the top-level data file).
     pub fn groups(&self) -> &std::collections::BTreeSet<String> {
         &self.groups
+    }
+
+    /// The per-caller limits of the policy data (`gateway.limits`; none when absent).
+    pub fn limits(&self) -> &crate::limits::LimitsData {
+        &self.limits
     }
 
     /// Whether decisions run on the compiled bytecode rather than the interpreter.
@@ -694,6 +702,26 @@ fn data_groups(snap: &Snapshot) -> std::collections::BTreeSet<String> {
         })
         .flatten()
         .collect()
+}
+
+/// `gateway.limits` of the top-level data files, checked (the error names the key).
+fn data_limits(snap: &Snapshot) -> Result<crate::limits::LimitsData, PolicyError> {
+    for f in snap.of(FileRole::Data).filter(|f| f.dirs.is_empty()) {
+        let Ok(v) = serde_yaml::from_str::<serde_json::Value>(&f.text) else {
+            continue;
+        };
+        match crate::limits::LimitsData::from_data(&v) {
+            Ok(Some(l)) => return Ok(l),
+            Ok(None) => {}
+            Err(message) => {
+                return Err(PolicyError::Data {
+                    path: f.path.clone(),
+                    message,
+                });
+            }
+        }
+    }
+    Ok(Default::default())
 }
 
 fn check_data(

@@ -298,9 +298,52 @@ async fn serve(
     (gateway, addr, guard)
 }
 
+/// A copy of the shipped policy directory whose data (`data.yaml`) `edit` changed.
+pub fn policy_dir_with(edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(&policy_dir(), dir.path());
+    let path = dir.path().join("data.yaml");
+    let mut data: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut data);
+    std::fs::write(&path, serde_yaml::to_string(&data).unwrap()).unwrap();
+    dir
+}
+
+/// An API key file for `entries` of (key, principal, groups), and the auth config using it.
+pub fn api_keys(dir: &Path, entries: &[(&str, &str, &[&str])]) -> AuthConfig {
+    let mut y = String::from("keys:\n");
+    for (key, principal, groups) in entries {
+        y.push_str(&format!(
+            "  - sha256: {}\n    principal: {principal}\n    groups: {groups:?}\n",
+            eks_mcp_gateway::identity::api_key_hash(key)
+        ));
+    }
+    let path = dir.join("keys.yaml");
+    std::fs::write(&path, y).unwrap();
+    AuthConfig::ApiKey { file: path }
+}
+
+/// The complete lines of a JSON-lines file. A last line without its newline is still being
+/// written (a large record lands in several writes) and is left for the next read.
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
@@ -442,6 +485,8 @@ pub struct McpClient {
     pub url: String,
     pub session: Option<String>,
     pub protocol: Option<String>,
+    /// Sent with every request (e.g. `x-api-key` to call as one of several principals).
+    pub headers: Vec<(String, String)>,
     next_id: Arc<std::sync::atomic::AtomicI64>,
 }
 
@@ -452,6 +497,7 @@ impl McpClient {
             url: url.into(),
             session: None,
             protocol: None,
+            headers: Vec::new(),
             next_id: Arc::new(std::sync::atomic::AtomicI64::new(1)),
         }
     }
@@ -471,6 +517,9 @@ impl McpClient {
         }
         if let Some(v) = &self.protocol {
             b = b.header("mcp-protocol-version", v);
+        }
+        for (k, v) in &self.headers {
+            b = b.header(k, v);
         }
         let mut req = b.body(Full::new(body.into())).unwrap();
         for (k, v) in headers {

@@ -11,6 +11,7 @@ mod faults;
 mod identity;
 mod interop;
 mod leaks;
+mod limits;
 mod opa;
 mod policy;
 mod redaction;
