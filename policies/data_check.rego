@@ -13,7 +13,7 @@ package eks_mcp.gateway
 known_data_keys := {
 	"methods", "default_groups", "tiers", "default_tier", "read_only_tiers",
 	"break_glass_groups", "groups", "principals", "aws_write_tools", "aws_grants", "secrets",
-	"images", "baseline_capabilities", "signing_roles", "limits",
+	"images", "baseline_capabilities", "signing_roles", "limits", "namespaced_custom_kinds",
 }
 
 # The keys of a group or principal entry, and of one of its write grants.
@@ -138,6 +138,20 @@ data_errors contains msg if {
 	v := grant.cluster_scoped
 	not is_boolean(v)
 	msg := sprintf("data.gateway.%s.cluster_scoped must be true or false", [path])
+}
+
+data_errors contains msg if {
+	v := data.gateway.namespaced_custom_kinds
+	not custom_kind_list(v)
+	msg := "data.gateway.namespaced_custom_kinds must be a list of kinds, each `Kind` or `group/Kind`"
+}
+
+custom_kind_list(v) if {
+	is_array(v)
+	every x in v {
+		is_string(x)
+		regex.match(`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z][A-Za-z0-9]*$`, x)
+	}
 }
 
 glob_list(v) if {

@@ -13,7 +13,7 @@ test_old_grants_list_says_where_grants_moved if {
 
 test_misspelled_setting_is_named if {
 	errs := data.eks_mcp.gateway.data_errors with data.gateway.defualt_groups as []
-	errs == {"data.gateway.defualt_groups is not a setting the policies read (known: aws_grants, aws_write_tools, baseline_capabilities, break_glass_groups, default_groups, default_tier, groups, images, limits, methods, principals, read_only_tiers, secrets, signing_roles, tiers); correct the name or remove it"}
+	errs == {"data.gateway.defualt_groups is not a setting the policies read (known: aws_grants, aws_write_tools, baseline_capabilities, break_glass_groups, default_groups, default_tier, groups, images, limits, methods, namespaced_custom_kinds, principals, read_only_tiers, secrets, signing_roles, tiers); correct the name or remove it"}
 }
 
 test_group_entry_keys_and_types_are_checked if {
@@ -45,4 +45,12 @@ test_write_grants_are_checked if {
 test_writes_must_be_a_list if {
 	errs := data.eks_mcp.gateway.data_errors with data.gateway.groups["web-dev"].writes as {"clusters": ["dev"]}
 	errs == {"data.gateway.groups.web-dev.writes must be a list of write grants"}
+}
+
+test_namespaced_custom_kinds_must_be_kinds if {
+	errs := data.eks_mcp.gateway.data_errors with data.gateway.namespaced_custom_kinds as ["ok.example.com/Widget", "not a kind"]
+	some e in errs
+	contains(e, "namespaced_custom_kinds")
+	ok := data.eks_mcp.gateway.data_errors with data.gateway.namespaced_custom_kinds as ["Widget", "a.b/Widget"]
+	count(ok) == 0
 }

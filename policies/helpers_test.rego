@@ -54,11 +54,12 @@ res(kind, ns, name) := {
 	"name": name,
 	"kind_given": kind,
 	"cluster_scoped": false,
+	"scope": "namespaced",
 	"source": "arguments",
 	"object": null,
 }
 
-cluster_res(kind, name) := object.union(res(kind, null, name), {"cluster_scoped": true})
+cluster_res(kind, name) := object.union(res(kind, null, name), {"cluster_scoped": true, "scope": "cluster"})
 
 # A resource backed by target.objects[i] (a manifest document).
 doc_res(kind, ns, name, i) := object.union(res(kind, ns, name), {"source": sprintf("yaml_content[%d]", [i]), "object": i})

@@ -84,6 +84,39 @@ write_deny_rules contains d if {
 	}
 }
 
+# A kind the catalogue cannot place (a custom resource, or no kind at all) may be
+# cluster-scoped: Karpenter NodePool, Kyverno ClusterPolicy, cert-manager ClusterIssuer are.
+# Writing one needs a cluster-scoped grant, unless data.gateway.namespaced_custom_kinds names
+# it (`Kind` for any API group, `group/Kind` for one).
+write_deny_rules contains d if {
+	kubernetes_write
+	some r in input.target.resources
+	object.get(r, "scope", "unknown") == "unknown"
+	not known_namespaced_custom_kind(r)
+	not cluster_scoped_write_granted
+	d := {
+		"rule": "writes.unknown_scope",
+		"reason": sprintf("%s %s is a kind the gateway's catalogue cannot place, so it may be cluster-scoped, and %s has no grant for cluster-scoped objects on cluster %s; ask the platform team to list it in namespaced_custom_kinds if it is namespaced", [kind_label(r), object_name(r), who, cluster_name]),
+	}
+}
+
+kind_label(r) := r.kind if is_string(r.kind)
+
+kind_label(r) := "(no kind)" if not is_string(r.kind)
+
+known_namespaced_custom_kind(r) if {
+	is_string(r.kind)
+	r.kind in object.get(data.gateway, "namespaced_custom_kinds", [])
+}
+
+known_namespaced_custom_kind(r) if {
+	is_string(r.kind)
+	is_string(r.api_version)
+	parts := split(r.api_version, "/")
+	count(parts) == 2
+	concat("/", [parts[0], r.kind]) in object.get(data.gateway, "namespaced_custom_kinds", [])
+}
+
 cluster_scoped_write_granted if {
 	some g in applicable_grants
 	object.get(g, "cluster_scoped", false) == true

@@ -123,3 +123,24 @@ test_another_groups_grants_do_not_apply if {
 		with data.gateway.groups["payments-dev"].namespaces as ["*"]
 	denied_by(d, "writes.no_grant")
 }
+
+custom_write(p, api_version, kind) := call(p, tool_op("manage_k8s_resource", "write", "create"), target("dev-1", [object.union(res(kind, "payments", "x"), {"api_version": api_version, "scope": "unknown"})]))
+
+test_a_kind_the_catalogue_cannot_place_needs_a_cluster_scoped_grant if {
+	d := data.eks_mcp.gateway.decision with input as custom_write(alice, "karpenter.sh/v1", "NodePool")
+	denied_by(d, "writes.unknown_scope")
+	contains(d.reasons[0], "NodePool x is a kind the gateway's catalogue cannot place")
+	d2 := data.eks_mcp.gateway.decision with input as custom_write(admin, "karpenter.sh/v1", "NodePool")
+	d2.allow
+}
+
+test_namespaced_custom_kinds_from_data_are_gated_by_namespace_grants if {
+	d := data.eks_mcp.gateway.decision with input as custom_write(alice, "monitoring.coreos.com/v1", "ServiceMonitor")
+	d.allow
+	# The same kind name from another API group is not placed.
+	d2 := data.eks_mcp.gateway.decision with input as custom_write(alice, "evil.example.com/v1", "ServiceMonitor")
+	denied_by(d2, "writes.unknown_scope")
+	d3 := data.eks_mcp.gateway.decision with input as custom_write(alice, "evil.example.com/v1", "Widget")
+		with data.gateway.namespaced_custom_kinds as ["Widget"]
+	d3.allow
+}

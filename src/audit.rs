@@ -1131,6 +1131,7 @@ mod tests {
             name: None,
             kind_given: None,
             cluster_scoped: false,
+            scope: "namespaced",
             source: "arguments".into(),
             object: None,
         };

@@ -53,6 +53,10 @@ pub struct ResourceRef {
     pub kind_given: Option<String>,
     /// True when the kind is cluster-scoped (catalogue `cluster_scoped_kinds`).
     pub cluster_scoped: bool,
+    /// `namespaced`, `cluster`, or `unknown` when the catalogue cannot place the kind (a
+    /// custom resource, or no kind at all): the shipped policy then asks for a grant of
+    /// cluster-scoped objects, unless the data names the kind as namespaced.
+    pub scope: &'static str,
     /// Where this fact was found: `arguments`, `body`, `yaml_content[2]`, `yaml_content[0].items[3]`.
     pub source: String,
     /// Index into `TargetFacts::objects` of the parsed object, when there is one.
@@ -335,6 +339,38 @@ impl Catalogue {
             .unwrap_or_else(|| kind.to_string())
     }
 
+    /// Where the catalogue places a (canonical) kind of an API version: `namespaced`,
+    /// `cluster` or `unknown`. A `<Kind>List` is placed where its element kind is. The
+    /// catalogue lists the built-in API, so a kind named in an API group that Kubernetes does
+    /// not own (one with a dot that does not end in `.k8s.io`: `karpenter.sh`,
+    /// `evil.example.com`) is `unknown` even when a built-in kind has the same name.
+    pub fn scope(&self, kind: Option<&str>, api_version: Option<&str>) -> &'static str {
+        let Some(kind) = kind else { return "unknown" };
+        if let Some(av) = api_version {
+            if let Some((group, _)) = av.split_once('/') {
+                if group.contains('.') && !group.ends_with(".k8s.io") {
+                    return "unknown";
+                }
+            }
+        }
+        let element = kind
+            .strip_suffix("List")
+            .filter(|k| !k.is_empty())
+            .map(|k| self.canonical_kind(k));
+        let place = |k: &str| {
+            if self.cluster_scoped.contains(k) {
+                Some("cluster")
+            } else if self.kinds.values().any(|c| c == k) {
+                Some("namespaced")
+            } else {
+                None
+            }
+        };
+        place(kind)
+            .or_else(|| element.as_deref().and_then(place))
+            .unwrap_or("unknown")
+    }
+
     /// The least access any call of this tool can have (`Unknown` for unknown tools): the
     /// class used when deciding whether `tools/list` shows the tool at all.
     pub fn least_access(&self, name: &str) -> Access {
@@ -461,6 +497,7 @@ impl Catalogue {
             };
             b.facts.resources.push(ResourceRef {
                 api_version: api_version.clone(),
+                scope: self.scope(kind.as_deref(), api_version.as_deref()),
                 kind,
                 namespace,
                 name: name.clone(),
@@ -521,11 +558,14 @@ impl Catalogue {
                         let canonical = self.canonical_kind(bk);
                         if arg_kind.as_deref() != Some(canonical.as_str()) {
                             let cluster_scoped = self.cluster_scoped.contains(&canonical);
+                            let body_api_version = body
+                                .get("apiVersion")
+                                .and_then(Value::as_str)
+                                .map(str::to_string);
                             b.facts.resources.push(ResourceRef {
-                                api_version: body
-                                    .get("apiVersion")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string),
+                                scope: self
+                                    .scope(Some(canonical.as_str()), body_api_version.as_deref()),
+                                api_version: body_api_version,
                                 kind: Some(canonical),
                                 namespace: if cluster_scoped {
                                     None
@@ -914,6 +954,7 @@ impl Builder<'_> {
         let idx = self.facts.objects.len();
         self.facts.objects.push(Value::Object(obj));
         self.facts.resources.push(ResourceRef {
+            scope: self.cat.scope(kind.as_deref(), api_version.as_deref()),
             api_version,
             kind,
             namespace,
@@ -1014,6 +1055,48 @@ fn yaml_to_json(value: serde_yaml::Value) -> Result<Value, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_kind_is_placed_by_catalogue_and_api_group() {
+        let c = cat();
+        assert_eq!(c.scope(Some("ConfigMap"), Some("v1")), "namespaced");
+        assert_eq!(c.scope(Some("Deployment"), Some("apps/v1")), "namespaced");
+        assert_eq!(c.scope(Some("SecretList"), Some("v1")), "namespaced");
+        for k in [
+            "FlowSchema",
+            "PriorityLevelConfiguration",
+            "ServiceCIDR",
+            "IPAddress",
+            "VolumeAttributesClass",
+            "DeviceClass",
+            "MutatingAdmissionPolicy",
+            "MutatingAdmissionPolicyBinding",
+            "ClusterTrustBundle",
+            "ClusterRoleBinding",
+        ] {
+            assert_eq!(c.scope(Some(k), None), "cluster", "{k}");
+        }
+        // Custom resources, and built-in names in a group Kubernetes does not own.
+        assert_eq!(
+            c.scope(Some("NodePool"), Some("karpenter.sh/v1")),
+            "unknown"
+        );
+        assert_eq!(
+            c.scope(Some("ClusterIssuer"), Some("cert-manager.io/v1")),
+            "unknown"
+        );
+        assert_eq!(
+            c.scope(Some("ConfigMap"), Some("evil.example.com/v1")),
+            "unknown"
+        );
+        assert_eq!(c.scope(Some("Widget"), Some("v1")), "unknown");
+        assert_eq!(c.scope(None, Some("v1")), "unknown");
+        // Groups Kubernetes owns keep the catalogue's placement.
+        assert_eq!(
+            c.scope(Some("FlowSchema"), Some("flowcontrol.apiserver.k8s.io/v1")),
+            "cluster"
+        );
+    }
 
     fn cat() -> Catalogue {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");

@@ -378,3 +378,78 @@ async fn a_merge_tag_cannot_smuggle_a_secret_or_a_privileged_pod_past_the_policy
     assert!(h.sim.tool_calls().is_empty(), "{:?}", h.sim.tool_calls());
     h.stop().await;
 }
+
+#[tokio::test]
+async fn kinds_the_catalogue_cannot_place_need_a_cluster_scoped_grant() {
+    let h = as_payments_dev().await;
+    let mut c = h.client();
+    c.initialize().await;
+    // Cluster-scoped in the cluster, unknown to the catalogue: a namespace grant on
+    // `payments` must not let alice create them, whatever namespace the call names.
+    let node_pool = json!({"operation": "create", "cluster_name": "dev", "kind": "NodePool",
+        "api_version": "karpenter.sh/v1", "namespace": "payments", "name": "gpu",
+        "body": {"apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+                 "metadata": {"name": "gpu"}, "spec": {"limits": {"cpu": "100000"}}}});
+    let r = c.call_tool("manage_k8s_resource", node_pool).await;
+    assert!(r.is_tool_error(), "{}", r.text());
+    assert!(
+        r.tool_text()
+            .contains("NodePool gpu is a kind the gateway's catalogue cannot place"),
+        "{}",
+        r.tool_text()
+    );
+    for (what, manifest, reason) in [
+        (
+            "a Kyverno ClusterPolicy",
+            "apiVersion: kyverno.io/v1\nkind: ClusterPolicy\nmetadata:\n  name: allow-all\nspec: {}\n",
+            "catalogue cannot place",
+        ),
+        (
+            "a ConfigMap kind in a group Kubernetes does not own",
+            "apiVersion: evil.example.com/v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+            "catalogue cannot place",
+        ),
+        (
+            "a built-in FlowSchema (Kubernetes 1.34 API, cluster-scoped)",
+            "apiVersion: flowcontrol.apiserver.k8s.io/v1\nkind: FlowSchema\nmetadata:\n  name: exempt-me\nspec:\n  priorityLevelConfiguration:\n    name: exempt\n",
+            "cluster-scoped",
+        ),
+    ] {
+        let r = c
+            .call_tool(
+                "apply_yaml",
+                json!({"cluster_name": "dev", "namespace": "payments", "yaml_content": manifest}),
+            )
+            .await;
+        assert!(r.is_tool_error(), "{what} was allowed: {}", r.text());
+        assert!(r.tool_text().contains(reason), "{what}: {}", r.tool_text());
+    }
+    assert!(h.sim.tool_calls().is_empty(), "{:?}", h.sim.tool_calls());
+
+    // A custom kind the shipped data lists as namespaced (monitoring.coreos.com/ServiceMonitor)
+    // is gated by the namespace grants like a built-in: alice may create one in payments.
+    let r = c
+        .call_tool(
+            "apply_yaml",
+            json!({"cluster_name": "dev", "namespace": "payments", "yaml_content":
+                "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: api\nspec:\n  endpoints: [{port: http}]\n"}),
+        )
+        .await;
+    assert!(
+        !r.tool_text().contains("cannot place"),
+        "a listed namespaced custom kind was refused: {}",
+        r.tool_text()
+    );
+    assert_eq!(h.sim.tool_calls().len(), 1, "{:?}", h.sim.tool_calls());
+    let records = h.audit_records(5).await;
+    let unknown_scope = records
+        .iter()
+        .filter(|r| {
+            r["decision"]["rules"]
+                .to_string()
+                .contains("writes.unknown_scope")
+        })
+        .count();
+    assert_eq!(unknown_scope, 2 + 1, "{records:#?}");
+    h.stop().await;
+}
