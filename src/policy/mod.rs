@@ -1007,9 +1007,10 @@ mod tests {
 
         // A write-grant list in the format of earlier versions, and a misspelled setting.
         let data = std::fs::read_to_string(shipped.join("data.yaml")).unwrap();
-        let old = data.replace(
-            "  principals: {}\n",
-            "  principals: {}\n  grants:\n    - groups: [web-dev]\n      clusters: [dev]\n      namespaces: [web]\n  break_glass_group: [x]\n",
+        let old = data.replacen(
+            "\n  principals: {}\n",
+            "\n  principals: {}\n  grants:\n    - groups: [web-dev]\n      clusters: [dev]\n      namespaces: [web]\n  break_glass_group: [x]\n",
+            1,
         );
         assert_ne!(old, data);
         std::fs::write(dir.path().join("data.yaml"), &old).unwrap();
