@@ -210,6 +210,18 @@ pub struct LimitsConfig {
     /// again); keep it above the longest `burst / rate` of the policy data's limits.
     #[serde(default = "d_caller_idle", with = "duration_str")]
     pub caller_idle_timeout: Duration,
+    /// Request bodies, response payloads and SSE event data at least this large are
+    /// classified, decided and redacted on the blocking thread pool, not on an async worker,
+    /// so one caller's large input cannot stall another caller's call.
+    #[serde(default = "d_offload_bytes")]
+    pub inspect_offload_bytes: usize,
+    /// Deadline for that work, waiting for a slot included. Past it the call is denied
+    /// (`facts.unparseable`, the reason names this key) or the response withheld: fail closed.
+    #[serde(default = "d_inspect_timeout", with = "duration_str")]
+    pub inspect_timeout: Duration,
+    /// Large inspections running at once; 0 means one per CPU.
+    #[serde(default)]
+    pub max_concurrent_inspections: usize,
 }
 
 impl LimitsConfig {
@@ -251,6 +263,12 @@ fn d_max_callers() -> usize {
 fn d_caller_idle() -> Duration {
     Duration::from_secs(600)
 }
+fn d_offload_bytes() -> usize {
+    64 * 1024
+}
+fn d_inspect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn d_grace() -> Duration {
     Duration::from_secs(20)
 }
@@ -285,6 +303,9 @@ impl Default for LimitsConfig {
             shutdown_delay: Duration::ZERO,
             max_callers: d_max_callers(),
             caller_idle_timeout: d_caller_idle(),
+            inspect_offload_bytes: d_offload_bytes(),
+            inspect_timeout: d_inspect_timeout(),
+            max_concurrent_inspections: 0,
         }
     }
 }

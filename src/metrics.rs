@@ -97,6 +97,12 @@ pub struct Metrics {
     pub caller_limited_total: IntCounterVec,
     /// Callers whose limits this replica currently remembers (at most `limits.max_callers`).
     pub callers_tracked: IntGauge,
+    /// Large inspections (classify + decide of a request, redaction of a response or SSE
+    /// event at least `limits.inspect_offload_bytes`) run on the blocking pool. Label:
+    /// `outcome` (`done`, `timeout`).
+    pub inspections_offloaded_total: IntCounterVec,
+    /// Large inspections running or waiting for a slot now.
+    pub inspections_in_flight: IntGauge,
     /// Redactions applied to results. Label: `detector`.
     pub redactions_total: IntCounterVec,
     /// Sessions open (initialize seen minus DELETE; best effort, a replica only sees its own).
@@ -324,6 +330,17 @@ impl Metrics {
                 &r,
                 "mcp_gateway_callers_tracked",
                 "Callers whose per-caller limits this replica remembers.",
+            ),
+            inspections_offloaded_total: counter_vec(
+                &r,
+                "mcp_gateway_inspections_offloaded_total",
+                "Large inspections run off the async workers, by outcome (done, timeout).",
+                &["outcome"],
+            ),
+            inspections_in_flight: gauge(
+                &r,
+                "mcp_gateway_inspections_in_flight",
+                "Large inspections running or waiting for a slot.",
             ),
             redactions_total: counter_vec(
                 &r,

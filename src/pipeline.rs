@@ -68,7 +68,13 @@ pub struct Gateway {
     pub(crate) source_slots: crate::front::SourceSlots,
     /// Per-caller limit state (`gateway.limits` of the policy data), bounded.
     pub callers: Arc<Callers>,
+    /// Slots for large inspections on the blocking pool (`limits.max_concurrent_inspections`).
+    inspections: Arc<Semaphore>,
 }
+
+/// A large inspection did not finish within `limits.inspect_timeout`.
+#[derive(Debug)]
+struct InspectTimeout;
 
 /// Parts supplied by the embedder instead of being built from the configuration.
 #[derive(Default)]
@@ -117,6 +123,12 @@ impl Gateway {
             streams: Arc::new(Semaphore::new(config.limits.max_sse_streams)),
             source_slots: crate::front::SourceSlots::new(config.limits.max_requests_per_source),
             callers: Callers::new(config.limits.max_callers, config.limits.caller_idle_timeout),
+            inspections: Arc::new(Semaphore::new(
+                match config.limits.max_concurrent_inspections {
+                    0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    n => n,
+                },
+            )),
             config,
             upstream,
             policy,
@@ -142,6 +154,59 @@ impl Gateway {
     }
 
     /// Entry point for requests on the MCP path (after Origin/Host checks in `front`).
+    /// Run `work` on the blocking pool when `size` is at least `limits.inspect_offload_bytes`
+    /// (else inline): classify, decide and redact are CPU-bound, and a large input must not
+    /// hold an async worker that other callers' calls need. At most
+    /// `limits.max_concurrent_inspections` run at once; waiting for a slot and running count
+    /// against `limits.inspect_timeout`. A timed-out inspection still runs to its end on its
+    /// thread (its inputs are bounded by the manifest and body limits), holding its slot.
+    async fn inspect<T: Send + 'static>(
+        &self,
+        size: usize,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, InspectTimeout> {
+        if size < self.config.limits.inspect_offload_bytes {
+            return Ok(work());
+        }
+        let m = metrics::global();
+        m.inspections_in_flight.inc();
+        let deadline = tokio::time::Instant::now() + self.config.limits.inspect_timeout;
+        let slots = self.inspections.clone();
+        let run = async move {
+            let permit = slots.acquire_owned().await.expect("never closed");
+            // The wait for a slot used the whole deadline: do not start.
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    let out = work();
+                    drop(permit);
+                    out
+                })
+                .await,
+            )
+        };
+        let out = tokio::time::timeout_at(deadline, run).await.ok().flatten();
+        m.inspections_in_flight.dec();
+        match out {
+            Some(Ok(v)) => {
+                m.inspections_offloaded_total
+                    .with_label_values(&["done"])
+                    .inc();
+                Ok(v)
+            }
+            // A panic in the work: re-raise it where it would have happened inline.
+            Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+            None => {
+                m.inspections_offloaded_total
+                    .with_label_values(&["timeout"])
+                    .inc();
+                Err(InspectTimeout)
+            }
+        }
+    }
+
     pub async fn handle_mcp(self: Arc<Self>, req: Request<Incoming>) -> Response<GatewayBody> {
         let started = Instant::now();
         // authenticate: before anything else is read.
@@ -252,6 +317,7 @@ impl Gateway {
         self.decide_and_forward(
             parts.headers,
             msg,
+            bytes.len(),
             method,
             era,
             protocol_version,
@@ -269,7 +335,8 @@ impl Gateway {
     async fn decide_and_forward(
         self: Arc<Self>,
         client_headers: HeaderMap,
-        mut msg: Message,
+        msg: Message,
+        body_len: usize,
         method: String,
         era: Era,
         protocol_version: Option<String>,
@@ -278,35 +345,98 @@ impl Gateway {
         started: Instant,
         span: tracing::Span,
     ) -> Response<GatewayBody> {
-        // classify + decide.
+        // classify + decide, off the async workers when the body is large.
         let policy = self.policy.current();
-        let (tool, target) = match (&msg.kind, method.as_str()) {
-            (Kind::Request { .. }, "tools/call") => {
-                let p = msg
-                    .params()
-                    .expect("tools/call params were checked by the parser");
-                let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
-                let no_args = Value::Object(Map::new());
-                let args = p.get("arguments").unwrap_or(&no_args);
-                let limits = self.config.limits.manifest();
-                let (tool, target) = policy.catalogue().classify_within(name, args, &limits);
-                (Some(tool), target)
-            }
-            _ => (None, TargetFacts::default()),
+        let msg = Arc::new(msg);
+        let gateway_facts = self.gateway_facts();
+        let mcp_facts = McpFacts {
+            method: method.clone(),
+            protocol_version,
+            era,
         };
-        let input = Arc::new(PolicyInput {
-            principal,
-            client: client_info(&msg),
-            mcp: McpFacts {
-                method: method.clone(),
-                protocol_version,
-                era,
-            },
-            tool,
-            target,
-            gateway: self.gateway_facts(),
-        });
-        let decision = self.decide(&policy, &input);
+        let inspected = {
+            let (gw, policy, msg) = (self.clone(), policy.clone(), msg.clone());
+            let principal = principal.clone();
+            let mcp_facts = mcp_facts.clone();
+            let gateway_facts = gateway_facts.clone();
+            self.inspect(body_len, move || {
+                let (tool, target) = gw.classify(&policy, &msg);
+                let input = Arc::new(PolicyInput {
+                    principal,
+                    client: client_info(&msg),
+                    mcp: mcp_facts,
+                    tool,
+                    target,
+                    gateway: gateway_facts,
+                });
+                let decision = gw.decide(&policy, &input);
+                // The audit copy of the arguments is redacted here too: as large as the body.
+                let arguments = gw.redacted_arguments(&input);
+                (input, decision, arguments)
+            })
+            .await
+        };
+        let (input, decision, arguments) = match inspected {
+            Ok(v) => v,
+            Err(InspectTimeout) => {
+                // Fail closed in every mode, like any limit: the call is never forwarded.
+                let why = format!(
+                    "the gateway could not inspect this {} call within limits.inspect_timeout \
+                     ({:?}); send a smaller input",
+                    method, self.config.limits.inspect_timeout
+                );
+                let tool = msg
+                    .target_name()
+                    .filter(|_| method == "tools/call")
+                    .map(|name| {
+                        let no_args = Value::Object(Map::new());
+                        let limits = self.config.limits.manifest();
+                        policy
+                            .catalogue()
+                            .classify_within(name, &no_args, &limits)
+                            .0
+                    });
+                let input = Arc::new(PolicyInput {
+                    principal,
+                    client: client_info(&msg),
+                    mcp: mcp_facts,
+                    tool,
+                    target: TargetFacts {
+                        parse_error: Some(why.clone()),
+                        ..TargetFacts::default()
+                    },
+                    gateway: gateway_facts,
+                });
+                let decision = Decision {
+                    allow: false,
+                    reasons: vec![why.clone()],
+                    redact: vec!["baseline".to_owned()],
+                    rules: vec!["limits.inspect_timeout".to_owned()],
+                    role: None,
+                };
+                telemetry::record_error(
+                    &span,
+                    "inspect_timeout",
+                    Some(jsonrpc::POLICY_DENIED),
+                    &why,
+                );
+                let mut log = RequestLog::new(
+                    input,
+                    &decision,
+                    PolicyMode::Enforce,
+                    started,
+                    policy.revision(),
+                );
+                log.error = Some("inspect_timeout".into());
+                log.session_id =
+                    mcp::header_str(&client_headers, mcp::H_SESSION_ID).map(str::to_owned);
+                let resp = deny_response(&msg, &decision, era);
+                log.emit(&self).await;
+                return resp;
+            }
+        };
+        // The inspection's own reference to the message is gone once it returned.
+        let mut msg = Arc::try_unwrap(msg).unwrap_or_else(|shared| (*shared).clone());
         let mut log = RequestLog::new(
             input.clone(),
             &decision,
@@ -314,7 +444,7 @@ impl Gateway {
             started,
             policy.revision(),
         );
-        log.arguments = self.redacted_arguments(&input);
+        log.arguments = arguments;
         log.session_id = mcp::header_str(&client_headers, mcp::H_SESSION_ID).map(str::to_owned);
         telemetry::record_decision(
             &span,
@@ -681,9 +811,25 @@ impl Gateway {
                 )))
                 .await;
         }
-        let body = match relay.process_payload(&bytes) {
-            Ok(b) => b,
-            Err(e) => return relay.fail(e).await,
+        let processed = {
+            let (r, b) = (relay.clone(), bytes.clone());
+            self.inspect(bytes.len(), move || r.process_payload(&b))
+                .await
+        };
+        let body = match processed {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return relay.fail(e).await,
+            // Never relay what was not redacted: the response is withheld.
+            Err(InspectTimeout) => {
+                return relay
+                    .fail(UpstreamError::BadResponse(format!(
+                        "the gateway could not redact a {} byte response within \
+                         limits.inspect_timeout ({:?}); it was withheld",
+                        bytes.len(),
+                        self.config.limits.inspect_timeout
+                    )))
+                    .await;
+            }
         };
         relay.clone().complete(Some(status.as_u16())).await;
         out.body(full(body)).expect("valid response")
@@ -715,6 +861,28 @@ impl Gateway {
             }
         }
         admitted
+    }
+
+    /// classify: the facts of a `tools/call` (none for other methods).
+    fn classify(
+        &self,
+        policy: &crate::policy::PolicyEngine,
+        msg: &Message,
+    ) -> (Option<crate::classify::ToolFacts>, TargetFacts) {
+        match (&msg.kind, msg.method()) {
+            (Kind::Request { .. }, Some("tools/call")) => {
+                let p = msg
+                    .params()
+                    .expect("tools/call params were checked by the parser");
+                let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+                let no_args = Value::Object(Map::new());
+                let args = p.get("arguments").unwrap_or(&no_args);
+                let limits = self.config.limits.manifest();
+                let (tool, target) = policy.catalogue().classify_within(name, args, &limits);
+                (Some(tool), target)
+            }
+            _ => (None, TargetFacts::default()),
+        }
     }
 
     fn decide(&self, policy: &crate::policy::PolicyEngine, input: &PolicyInput) -> Decision {
@@ -1155,7 +1323,46 @@ impl Relay {
                 }
                 let mut out = Vec::new();
                 for item in items {
-                    out.extend_from_slice(&st.relay_item(item));
+                    let size = match &item {
+                        SseItem::Event(ev) => ev.data.len(),
+                        SseItem::Comment(c) => c.len(),
+                    };
+                    if size < st.relay.gateway.config.limits.inspect_offload_bytes {
+                        let mut answered = false;
+                        out.extend_from_slice(&relay_sse_item(&st.relay, &mut answered, item));
+                        st.answered |= answered;
+                        continue;
+                    }
+                    let relay = st.relay.clone();
+                    let inspected = st
+                        .relay
+                        .gateway
+                        .inspect(size, move || {
+                            let mut answered = false;
+                            let bytes = relay_sse_item(&relay, &mut answered, item);
+                            (bytes, answered)
+                        })
+                        .await;
+                    match inspected {
+                        Ok((bytes, answered)) => {
+                            st.answered |= answered;
+                            out.extend_from_slice(&bytes);
+                        }
+                        // Never relay what was not redacted: the stream ends here.
+                        Err(InspectTimeout) => {
+                            st.done = true;
+                            let err = UpstreamError::BadResponse(format!(
+                                "the gateway could not redact a {size} byte event within \
+                                 limits.inspect_timeout; the stream was ended"
+                            ));
+                            st.relay.set_error(err.kind());
+                            if let Some(tail) = st.error_event(&err) {
+                                out.extend_from_slice(&tail);
+                            }
+                            st.relay.clone().complete(None).await;
+                            return Some((Ok(Frame::data(Bytes::from(out))), st));
+                        }
+                    }
                 }
                 return Some((Ok(Frame::data(Bytes::from(out))), st));
             }
@@ -1179,42 +1386,6 @@ struct SseState {
 }
 
 impl SseState {
-    fn relay_item(&mut self, item: SseItem) -> Bytes {
-        match item {
-            SseItem::Comment(c) => sse::encode_comment(&c),
-            SseItem::Event(mut ev) => {
-                if ev.has_data && !ev.data.is_empty() {
-                    let relay = &self.relay;
-                    let answered = &mut self.answered;
-                    let is_json = relay_event_data(&mut ev.data, |msg| {
-                        if relay.request_id.is_some()
-                            && msg.get("id") == relay.request_id.as_ref()
-                            && msg.get("method").is_none()
-                        {
-                            *answered = true;
-                        }
-                        relay.process_message(msg)
-                    });
-                    if !is_json {
-                        // Not JSON: still never let a secret through as plain text.
-                        let (text, found) = self
-                            .relay
-                            .gateway
-                            .redactor
-                            .redact_text(&ev.data, &self.relay.profiles);
-                        let text = text.into_owned();
-                        if !found.is_empty() {
-                            self.relay.with_log(|l| l.redactions.extend(found));
-                        }
-                        ev.data = text;
-                    }
-                }
-                sse::encode_event(&ev)
-            }
-        }
-    }
-
-    /// The upstream ended the stream. If it never answered our request, say so.
     fn end_of_stream(&mut self) -> Option<Bytes> {
         if self.relay.request_id.is_some() && !self.answered {
             let err = UpstreamError::Interrupted("the stream ended without a response".into());
@@ -1233,6 +1404,40 @@ impl SseState {
         let body = err.to_jsonrpc(self.relay.request_id.as_ref());
         let ev = sse::message_event(body.to_string(), None);
         Some(sse::encode_event(&ev))
+    }
+}
+
+/// redact / filter one SSE item on its way to the client; `answered` is set when it carries
+/// the final response to the request.
+fn relay_sse_item(relay: &Relay, answered: &mut bool, item: SseItem) -> Bytes {
+    match item {
+        SseItem::Comment(c) => sse::encode_comment(&c),
+        SseItem::Event(mut ev) => {
+            if ev.has_data && !ev.data.is_empty() {
+                let is_json = relay_event_data(&mut ev.data, |msg| {
+                    if relay.request_id.is_some()
+                        && msg.get("id") == relay.request_id.as_ref()
+                        && msg.get("method").is_none()
+                    {
+                        *answered = true;
+                    }
+                    relay.process_message(msg)
+                });
+                if !is_json {
+                    // Not JSON: still never let a secret through as plain text.
+                    let (text, found) = relay
+                        .gateway
+                        .redactor
+                        .redact_text(&ev.data, &relay.profiles);
+                    let text = text.into_owned();
+                    if !found.is_empty() {
+                        relay.with_log(|l| l.redactions.extend(found));
+                    }
+                    ev.data = text;
+                }
+            }
+            sse::encode_event(&ev)
+        }
     }
 }
 
