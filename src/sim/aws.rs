@@ -569,7 +569,7 @@ fn manage_eks_stacks(world: &mut World, a: &Args) -> ToolOutput {
         "describe" => match world.stacks.get(cluster) {
             Some(s) => ToolOutput::success(
                 format!("Successfully described CloudFormation stack {stack}"),
-                json!({"stack_name": stack, "stack_id": s["stack_id"], "cluster_name": cluster, "stack_status": s["status"], "creation_time": s["creation_time"], "outputs": {"ClusterArn": cluster_arn(world, cluster)}}),
+                json!({"stack_name": stack, "stack_id": s["stack_id"], "cluster_name": cluster, "stack_status": s["status"], "creation_time": s["creation_time"], "parameters": s.get("parameters").cloned().unwrap_or_else(|| json!([])), "outputs": {"ClusterArn": cluster_arn(world, cluster)}}),
             ),
             None => ToolOutput::error(format!(
                 "No CloudFormation stack found for cluster {cluster} (expected stack name {stack})"

@@ -54,7 +54,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use stdio::serve_stdio;
-pub use world::{BULK_LOGGER_POD, CRASHLOOP_POD, World, planted};
+pub use world::{
+    BULK_LOGGER_POD, CRASHLOOP_POD, STACK_DB_PASSWORD, STACK_GITHUB_TOKEN, World, planted,
+};
 
 /// How the simulator answers requests that need a response.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

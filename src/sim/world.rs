@@ -45,6 +45,10 @@ pub mod planted {
 
 /// Name of the crash-looping pod in namespace `payments` on every cluster.
 pub const CRASHLOOP_POD: &str = "payments-worker-5b7c9d8f6-kq4zt";
+/// Parameter values of the staging CloudFormation stack (`manage_eks_stacks describe`).
+pub const STACK_DB_PASSWORD: &str = "Cfn-Staging-Db-Pw-5521";
+pub const STACK_GITHUB_TOKEN: &str = "ghp_StackParamLeakTest0123456789abcdEFgh";
+
 /// Name of the pod in namespace `monitoring` whose logs are generated on demand.
 pub const BULK_LOGGER_POD: &str = "bulk-logger";
 
@@ -562,6 +566,24 @@ impl World {
                 world.store_initial(&name, obj);
             }
         }
+        // A stack the EKS MCP server deployed for staging earlier, with the parameters
+        // CloudFormation's DescribeStacks returns as ParameterKey/ParameterValue pairs: a
+        // parameter without NoEcho comes back in clear, so a password given as one leaks.
+        let staging = "eks-staging-stack";
+        world.stacks.insert(
+            "staging".to_owned(),
+            serde_json::json!({"stack_name": staging,
+                "stack_id": format!("arn:aws:cloudformation:{}:{}:stack/{staging}/0c1d2e3f-4a5b-6c7d-8e9f-000000000001", world.region, world.account),
+                "cluster_name": "staging", "status": "CREATE_COMPLETE",
+                "creation_time": "2026-11-20T08:00:00Z", "tags": {"CreatedBy": "EksMcpServer"},
+                "parameters": [
+                    {"ParameterKey": "ClusterName", "ParameterValue": "staging"},
+                    {"ParameterKey": "DbMasterPassword", "ParameterValue": STACK_DB_PASSWORD},
+                    {"ParameterKey": "GitHubToken", "ParameterValue": STACK_GITHUB_TOKEN},
+                    {"ParameterKey": "AdminApiKey", "ParameterValue": "****"},
+                    {"ParameterKey": "DbSecretArn", "ParameterValue": format!("arn:aws:secretsmanager:{}:{}:secret:staging/db-master-password-Xy12Ab", world.region, world.account)},
+                ]}),
+        );
         world
     }
 

@@ -717,3 +717,46 @@ pub async fn run_in_child(test: &str, env: &[(&str, String)]) {
         out.status
     );
 }
+
+/// Log lines written while a test's subscriber is the thread's default (a current-thread
+/// runtime runs the gateway's spawned tasks on the test's thread, so their events land here).
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Make this capture the thread's subscriber until the guard drops (INFO and above).
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        self.install_at(tracing::Level::INFO)
+    }
+
+    /// The same, with every event down to `level`.
+    pub fn install_at(&self, level: tracing::Level) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

@@ -578,7 +578,7 @@ where
 
 #[tokio::test]
 async fn api_keys_authenticate_and_the_file_reloads() {
-    let logs = LogCapture::default();
+    let logs = crate::harness::LogCapture::default();
     let _logging = logs.install();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.yaml");
@@ -632,43 +632,6 @@ async fn api_keys_authenticate_and_the_file_reloads() {
         auth.authenticate(&bearer("key-bob-0002")).await.unwrap().id,
         "bob"
     );
-}
-
-/// Log lines written while a test's subscriber is the thread's default (a current-thread
-/// runtime runs the gateway's spawned tasks on the test's thread, so their events land here).
-#[derive(Clone, Default)]
-struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl LogCapture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// Make this capture the thread's subscriber until the guard drops.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(self.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-}
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
-    type Writer = LogCapture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 #[tokio::test]

@@ -3,10 +3,14 @@
 //! YAML text, JWKs, Argo CD parameters, base64 PEM and docker config) carry secrets in the
 //! shapes that used to slip through (`ledger-migrator` and `ledger-release` in
 //! `src/sim/world.yaml` and `src/sim/cluster-objects.yaml`). No planted value may reach the
-//! client or the audit trail; the identifiers next to them (ARNs) must survive.
+//! client, the audit trail or the gateway's logs (captured at TRACE); the identifiers next to
+//! them (ARNs) must survive. The staging CloudFormation stack's parameters (as
+//! `manage_eks_stacks describe` returns them) carry two more.
 use serde_json::{Value, json};
 
-use crate::harness::Harness;
+use eks_mcp_gateway::sim::{STACK_DB_PASSWORD, STACK_GITHUB_TOKEN};
+
+use crate::harness::{Harness, LogCapture};
 
 const POD: &str = "ledger-migrator-7c9f8b6d5-j2k4m";
 
@@ -73,8 +77,21 @@ async fn assert_audit_clean(h: &Harness, at_least: usize, planted: &[&str]) {
     assert_none_visible("audit trail", &all, planted);
 }
 
+/// The gateway logged while the test ran (the capture is the test thread's subscriber and the
+/// runtime is single-threaded), and none of it holds a planted value.
+fn assert_logs_clean(logs: &LogCapture, planted: &[&str]) {
+    let text = logs.text();
+    assert!(
+        text.contains("eks_mcp_gateway"),
+        "the capture saw the gateway's events: {text}"
+    );
+    assert_none_visible("gateway logs", &text, planted);
+}
+
 #[tokio::test]
 async fn pod_logs_lose_split_embedded_and_encoded_secrets() {
+    let logs = LogCapture::default();
+    let _capture = logs.install_at(tracing::Level::TRACE);
     let h = Harness::start().await;
     let mut c = h.client();
     c.initialize().await;
@@ -97,10 +114,13 @@ async fn pod_logs_lose_split_embedded_and_encoded_secrets() {
     }
     assert_audit_clean(&h, 2, IN_LOGS).await;
     h.stop().await;
+    assert_logs_clean(&logs, IN_LOGS);
 }
 
 #[tokio::test]
 async fn container_args_lose_flag_values_and_split_keys() {
+    let logs = LogCapture::default();
+    let _capture = logs.install_at(tracing::Level::TRACE);
     let h = Harness::start().await;
     let mut c = h.client();
     c.initialize().await;
@@ -119,10 +139,13 @@ async fn container_args_lose_flag_values_and_split_keys() {
     );
     assert_audit_clean(&h, 2, IN_POD_SPEC).await;
     h.stop().await;
+    assert_logs_clean(&logs, IN_POD_SPEC);
 }
 
 #[tokio::test]
 async fn configmap_formats_and_encodings_are_redacted() {
+    let logs = LogCapture::default();
+    let _capture = logs.install_at(tracing::Level::TRACE);
     let h = Harness::start().await;
     let mut c = h.client();
     c.initialize().await;
@@ -154,4 +177,36 @@ async fn configmap_formats_and_encodings_are_redacted() {
     assert_none_visible("list_k8s_resources ConfigMap", &r.text(), IN_CONFIGMAP);
     assert_audit_clean(&h, 3, IN_CONFIGMAP).await;
     h.stop().await;
+    assert_logs_clean(&logs, IN_CONFIGMAP);
+}
+
+#[tokio::test]
+async fn cloudformation_parameters_lose_their_values_but_not_their_keys() {
+    let logs = LogCapture::default();
+    let _capture = logs.install_at(tracing::Level::TRACE);
+    let h = Harness::start().await;
+    let mut c = h.client();
+    c.initialize().await;
+    let r = c
+        .call_tool(
+            "manage_eks_stacks",
+            json!({"operation": "describe", "cluster_name": "staging"}),
+        )
+        .await;
+    assert!(!r.is_tool_error(), "{}", r.text());
+    let body = r.text();
+    let planted = [STACK_DB_PASSWORD, STACK_GITHUB_TOKEN];
+    assert_none_visible("manage_eks_stacks describe", &body, &planted);
+    for kept in [
+        "DbMasterPassword",
+        "GitHubToken",
+        "ClusterName",
+        "secret:staging/db-master-password-Xy12Ab",
+        "eks-staging-stack",
+    ] {
+        assert!(body.contains(kept), "{kept:?} should survive:\n{body}");
+    }
+    assert_audit_clean(&h, 2, &planted).await;
+    h.stop().await;
+    assert_logs_clean(&logs, &planted);
 }
