@@ -164,6 +164,7 @@ fn day(engine: &PolicyEngine, n: usize, distinct: bool) -> Vec<u8> {
             upstream_latency: None,
             error: None,
             session_id: Some("session-1"),
+            approval: None,
         };
         let rec = AuditRecord::from_outcome(&outcome, engine.revision());
         serde_json::to_writer(&mut out, &rec).expect("record serialises");

@@ -13,7 +13,7 @@ package eks_mcp.gateway
 known_data_keys := {
 	"methods", "default_groups", "tiers", "default_tier", "read_only_tiers",
 	"break_glass_groups", "groups", "principals", "aws_write_tools", "aws_grants", "secrets",
-	"images", "baseline_capabilities", "signing_roles", "limits", "namespaced_custom_kinds",
+	"images", "baseline_capabilities", "signing_roles", "limits", "namespaced_custom_kinds", "confirm",
 }
 
 # The keys of a group or principal entry, and of one of its write grants.
@@ -165,5 +165,107 @@ operation_list(v) if {
 	is_array(v)
 	every x in v {
 		x in write_operations
+	}
+}
+
+# --- data.gateway.confirm --------------------------------------------------------------
+
+confirm_entry_keys := {"id", "access", "tools", "operations", "tiers", "groups", "principals", "break_glass", "type_name"}
+
+confirm_operations := write_operations | {"deploy"}
+
+access_classes := {"read", "sensitive", "write", "unknown"}
+
+data_errors contains "data.gateway.confirm must be a list of entries" if {
+	v := data.gateway.confirm
+	not is_array(v)
+}
+
+confirm_entries contains [sprintf("confirm[%d]", [i]), entry] if {
+	is_array(data.gateway.confirm)
+	some i, entry in data.gateway.confirm
+}
+
+data_errors contains msg if {
+	some pair in confirm_entries
+	[path, entry] := pair
+	not is_object(entry)
+	msg := sprintf("data.gateway.%s must be a mapping with an id and some of %s", [path, concat(", ", sort(confirm_entry_keys))])
+}
+
+data_errors contains msg if {
+	some pair in confirm_entries
+	[path, entry] := pair
+	is_object(entry)
+	some key, _ in entry
+	not key in confirm_entry_keys
+	msg := sprintf("data.gateway.%s.%s is not a confirmation setting (known: %s); correct the name or remove it", [path, key, concat(", ", sort(confirm_entry_keys))])
+}
+
+data_errors contains msg if {
+	some pair in confirm_entries
+	[path, entry] := pair
+	is_object(entry)
+	not confirm_id_ok(entry)
+	msg := sprintf("data.gateway.%s.id must be a name of letters, digits, '-' and '_' (it becomes the rule id confirm.<id>)", [path])
+}
+
+confirm_id_ok(entry) if {
+	is_string(entry.id)
+	regex.match(`^[A-Za-z0-9_-]+$`, entry.id)
+}
+
+data_errors contains msg if {
+	some pair in confirm_entries
+	[path, entry] := pair
+	is_object(entry)
+	some key in ["tools", "tiers", "groups", "principals"]
+	v := entry[key]
+	not glob_list(v)
+	msg := sprintf("data.gateway.%s.%s must be a list of names", [path, key])
+}
+
+data_errors contains msg if {
+	some pair in confirm_entries
+	[path, entry] := pair
+	is_object(entry)
+	v := entry.operations
+	not every_in(v, confirm_operations)
+	msg := sprintf("data.gateway.%s.operations must be a list of %s", [path, concat(", ", sort(confirm_operations))])
+}
+
+data_errors contains msg if {
+	some pair in confirm_entries
+	[path, entry] := pair
+	is_object(entry)
+	v := entry.access
+	not every_in(v, access_classes)
+	msg := sprintf("data.gateway.%s.access must be a list of %s", [path, concat(", ", sort(access_classes))])
+}
+
+data_errors contains msg if {
+	some pair in confirm_entries
+	[path, entry] := pair
+	is_object(entry)
+	some key in ["break_glass", "type_name"]
+	v := entry[key]
+	not is_boolean(v)
+	msg := sprintf("data.gateway.%s.%s must be true or false", [path, key])
+}
+
+data_errors contains msg if {
+	some pair in confirm_entries
+	[path, entry] := pair
+	is_object(entry)
+	some t in object.get(entry, "tiers", [])
+	is_string(t)
+	not t in {tier.name | some tier in data.gateway.tiers}
+	msg := sprintf("data.gateway.%s.tiers names %s, which is not a tier in data.gateway.tiers", [path, t])
+}
+
+every_in(v, allowed) if {
+	is_array(v)
+	every x in v {
+		x in allowed
 	}
 }

@@ -13,7 +13,7 @@ test_old_grants_list_says_where_grants_moved if {
 
 test_misspelled_setting_is_named if {
 	errs := data.eks_mcp.gateway.data_errors with data.gateway.defualt_groups as []
-	errs == {"data.gateway.defualt_groups is not a setting the policies read (known: aws_grants, aws_write_tools, baseline_capabilities, break_glass_groups, default_groups, default_tier, groups, images, limits, methods, namespaced_custom_kinds, principals, read_only_tiers, secrets, signing_roles, tiers); correct the name or remove it"}
+	errs == {"data.gateway.defualt_groups is not a setting the policies read (known: aws_grants, aws_write_tools, baseline_capabilities, break_glass_groups, confirm, default_groups, default_tier, groups, images, limits, methods, namespaced_custom_kinds, principals, read_only_tiers, secrets, signing_roles, tiers); correct the name or remove it"}
 }
 
 test_group_entry_keys_and_types_are_checked if {

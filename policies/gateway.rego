@@ -8,6 +8,8 @@
 #   Rules add entries to two sets:
 #     deny    contains {"rule": id, "reason": sentence}   any entry denies the request
 #     notices contains {"rule": id, "reason": sentence}   recorded on an allowed request
+#   An allowed call may still need the person's confirmation first: `confirm` (confirm.rego)
+#   is then the message and the fields the gateway asks for, otherwise null.
 #   and may ask for extra redaction profiles through `redact_profiles`. The sets are
 #   assembled from groups (auth_deny, method_deny, tool_deny, read_deny_rules, ...), see
 #   `deny` below.
@@ -20,6 +22,7 @@ decision := {
 	"redact": sort(redact_profiles),
 	"rules": rules,
 	"role": role,
+	"confirm": confirm,
 }
 
 allow if count(deny) == 0

@@ -123,6 +123,34 @@ pub struct AuditUpstream {
     pub error: Option<String>,
 }
 
+/// `approval` in a record: what happened when the policy asked for the person's
+/// confirmation. `outcome` is `asked` (the question went to the client), `would_ask`
+/// (dry_run: forwarded without asking), `accepted`, or the refusal (`declined`,
+/// `cancelled`, `expired`, `state_invalid`, ... as the `confirm.*` rule ids). `reason` and
+/// `fields` are the person's answer (redacted like arguments), `at` when the answer came,
+/// `round_trip_ms` from the question to the answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct AuditApproval {
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trip_ms: Option<f64>,
+}
+
+impl AuditApproval {
+    pub fn outcome(outcome: &str) -> Self {
+        AuditApproval {
+            outcome: outcome.to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
 /// `gateway` in a record: `input.gateway` as the policy saw it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditGateway {
@@ -161,6 +189,9 @@ pub struct AuditRecord {
     /// `input.gateway` (schema 2).
     #[serde(default)]
     pub gateway: Option<AuditGateway>,
+    /// Present when the policy asked for the person's confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<AuditApproval>,
     pub policy_revision: String,
     pub duration_ms: f64,
 }
@@ -221,6 +252,7 @@ impl AuditRecord {
             redactions: Vec::new(),
             upstream: None,
             gateway: None,
+            approval: None,
             policy_revision: String::new(),
             duration_ms: 0.0,
         }
@@ -292,6 +324,7 @@ impl AuditRecord {
                 error: o.error.map(str::to_owned),
             });
         }
+        rec.approval = o.approval.cloned();
         rec.policy_revision = policy_revision.to_owned();
         rec.duration_ms = millis(o.started.elapsed());
         rec
@@ -384,6 +417,8 @@ struct OutcomeRecord<'a> {
     redactions: OutcomeRedactions<'a>,
     upstream: Option<AuditUpstream>,
     gateway: OutcomeGateway<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<&'a AuditApproval>,
     policy_revision: &'a str,
     duration_ms: f64,
 }
@@ -550,6 +585,7 @@ impl<'a> OutcomeRecord<'a> {
                 mode: input.gateway.mode,
                 upstream: &input.gateway.upstream,
             },
+            approval: o.approval,
             policy_revision,
             duration_ms,
         }
@@ -586,6 +622,8 @@ pub struct RequestOutcome<'a> {
     pub error: Option<&'a str>,
     /// The raw session id; only its hash is recorded.
     pub session_id: Option<&'a str>,
+    /// The confirmation, when the policy asked for one.
+    pub approval: Option<&'a AuditApproval>,
 }
 
 /// Join a redaction path under a prefix: `""` stays empty, `.a`/`[0]` are appended as is,
@@ -1197,6 +1235,7 @@ mod tests {
             redact: vec!["baseline".into()],
             rules: vec!["writes.denied".into()],
             role: None,
+            confirm: None,
         };
         let args = (
             serde_json::json!({"yaml_content": "password: [REDACTED:credential_assignment]"}),
@@ -1232,6 +1271,7 @@ mod tests {
                 upstream_latency: Some(Duration::from_micros(1234)),
                 error: None,
                 session_id: Some("sess-1"),
+                approval: None,
             },
             RequestOutcome {
                 input: &bare,
@@ -1247,6 +1287,7 @@ mod tests {
                 upstream_latency: None,
                 error: Some("client_disconnected"),
                 session_id: None,
+                approval: None,
             },
             RequestOutcome {
                 input: &bare,
@@ -1259,6 +1300,7 @@ mod tests {
                 upstream_latency: None,
                 error: None,
                 session_id: None,
+                approval: None,
             },
         ];
         for o in &outcomes {

@@ -37,6 +37,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub tracing: TracingConfig,
+    #[serde(default)]
+    pub approval: ApprovalConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -532,6 +534,42 @@ pub struct AuditConfig {
     pub on_failure: AuditFailure,
 }
 
+/// Human confirmation (`decision.confirm`): how approvals are sealed and how long they last.
+/// Holds where the keys are, never the keys themselves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// File with the sealing keys, one per line (base64 or hex of 32 bytes): the first seals
+    /// and opens, a second one only opens (key rollover). Unset: the environment variable
+    /// `EKS_MCP_GATEWAY_APPROVAL_KEYS` (same format, lines or commas), else a random key
+    /// for this process only.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// How long a stateless-era approval (`requestState`) stays valid.
+    #[serde(default = "d_approval_ttl", with = "duration_str")]
+    pub ttl: Duration,
+    /// Session era: how long the gateway waits for the answer to `elicitation/create`.
+    #[serde(default = "d_answer_timeout", with = "duration_str")]
+    pub answer_timeout: Duration,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        ApprovalConfig {
+            key_file: None,
+            ttl: d_approval_ttl(),
+            answer_timeout: d_answer_timeout(),
+        }
+    }
+}
+
+fn d_approval_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn d_answer_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditFailure {
@@ -716,6 +754,12 @@ impl Config {
                 cfg.policy.dir = candidate;
             }
         }
+        if let Some(key_file) = &cfg.approval.key_file
+            && key_file.is_relative()
+            && let Some(parent) = path.parent()
+        {
+            cfg.approval.key_file = Some(parent.join(key_file));
+        }
         Ok(cfg)
     }
 
@@ -771,6 +815,18 @@ impl Config {
                 "has no host".into(),
                 "include the host name",
             ));
+        }
+        for (key, value) in [
+            ("approval.ttl", self.approval.ttl),
+            ("approval.answer_timeout", self.approval.answer_timeout),
+        ] {
+            if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&value) {
+                return Err(invalid(
+                    key,
+                    "must be between 1s and 1h".into(),
+                    "a few minutes, e.g. 5m",
+                ));
+            }
         }
         if !self.mcp_path.starts_with('/') {
             return Err(invalid(

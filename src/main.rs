@@ -543,6 +543,10 @@ fn check(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = eks_mcp_gateway::approval::Approvals::from_config(&cfg.approval) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     match eks_mcp_gateway::policy::PolicyEngine::load(&cfg.policy) {
         Ok(engine) => {
             println!(

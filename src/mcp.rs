@@ -15,6 +15,7 @@ pub const STATELESS_VERSION: &str = "2026-07-28";
 /// `_meta` key carrying the protocol version in the stateless era.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 pub const H_SESSION_ID: &str = "mcp-session-id";
 pub const H_PROTOCOL_VERSION: &str = "mcp-protocol-version";

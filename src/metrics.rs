@@ -65,6 +65,11 @@ pub struct Metrics {
     /// Denials by the policy rule that denied. Label: `rule` (rule names come from the
     /// shipped/loaded policy, a bounded set).
     pub denials_total: IntCounterVec,
+    /// Human confirmations by outcome. Label: `outcome` (`asked`, `would_ask`, `accepted`,
+    /// `declined`, `cancelled`, `expired`, `state_invalid`, `other_principal`,
+    /// `arguments_changed`, `policy_changed`, `replayed`, `invalid_answer`, `mismatch`,
+    /// `unsupported_client`, `timeout`, `unavailable`).
+    pub approvals_total: IntCounterVec,
     /// Time spent in one policy evaluation.
     pub policy_eval_seconds: Histogram,
     /// Policy evaluations that failed (the request was denied, fail closed).
@@ -272,6 +277,12 @@ impl Metrics {
                 "mcp_gateway_denials_total",
                 "Requests denied, by the policy rule that denied them.",
                 &["rule"],
+            ),
+            approvals_total: counter_vec(
+                &r,
+                "mcp_gateway_approvals_total",
+                "Human confirmations asked for by the policy, by outcome.",
+                &["outcome"],
             ),
             policy_eval_seconds,
             policy_eval_errors_total: counter(

@@ -25,7 +25,8 @@ use crate::forward::UpstreamBody;
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::audit::AuditSink;
+use crate::approval::{self, Approvals, Refusal};
+use crate::audit::{AuditApproval, AuditSink};
 use crate::classify::TargetFacts;
 use crate::config::{Config, PolicyMode};
 use crate::forward::{Upstream, UpstreamError};
@@ -34,7 +35,9 @@ use crate::jsonrpc::{self, Kind, Message};
 use crate::limits::{CallClass, CallerPermit, Callers};
 use crate::mcp;
 use crate::metrics;
-use crate::policy::{ClientInfo, Decision, Era, GatewayFacts, McpFacts, PolicyHandle, PolicyInput};
+use crate::policy::{
+    ClientInfo, Confirmation, Decision, Era, GatewayFacts, McpFacts, PolicyHandle, PolicyInput,
+};
 use crate::redact::{Redaction, Redactor};
 use crate::sign::Signer;
 use crate::sse::{self, SseItem, SseParser};
@@ -58,6 +61,8 @@ pub struct Gateway {
     pub signer: Option<Signer>,
     pub auth: Authenticator,
     pub audit: AuditSink,
+    /// Sealing keys and replay cache of human confirmations.
+    pub approvals: Approvals,
     /// `params._meta.AWS_REGION` pinned on every request (None: stripped).
     pub operating_region: Option<String>,
     requests: Arc<Semaphore>,
@@ -109,6 +114,13 @@ impl Gateway {
             .await
             .context("caller authentication")?;
         let audit = AuditSink::start(&config.audit).context("audit sink")?;
+        let approvals = Approvals::from_config(&config.approval)?;
+        if approvals.ephemeral {
+            tracing::warn!(
+                "no approval key configured (approval.key_file or {}): confirmations are sealed with a random key of this process, so a retry that reaches another replica or a restarted gateway is refused",
+                approval::KEYS_ENV
+            );
+        }
         let operating_region = config
             .upstream
             .aws_region
@@ -136,6 +148,7 @@ impl Gateway {
             signer,
             auth,
             audit,
+            approvals,
             operating_region,
             draining: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -413,6 +426,7 @@ impl Gateway {
                     redact: vec!["baseline".to_owned()],
                     rules: vec!["limits.inspect_timeout".to_owned()],
                     role: None,
+                    confirm: None,
                 };
                 telemetry::record_error(
                     &span,
@@ -445,6 +459,33 @@ impl Gateway {
             policy.revision(),
         );
         log.arguments = arguments;
+        // confirm: the person at the keyboard approves before anything goes upstream.
+        if let (true, Some(confirm), Kind::Request { .. }) =
+            (decision.allow, &decision.confirm, &msg.kind)
+        {
+            match self.confirmation(&mut msg, &input, confirm, policy.revision(), era) {
+                ConfirmStep::Forward(approval) => log.approval = Some(approval),
+                ConfirmStep::Answer(resp, approval) => {
+                    log.approval = Some(approval);
+                    log.emit(&self).await;
+                    return resp;
+                }
+                ConfirmStep::Refuse(refusal, approval) => {
+                    let denial = refusal_decision(&refusal, &decision);
+                    telemetry::record_error(
+                        &span,
+                        "confirmation_refused",
+                        Some(jsonrpc::POLICY_DENIED),
+                        &denial_text(&denial),
+                    );
+                    let resp = deny_response(&msg, &denial, era);
+                    log.decision = denial;
+                    log.approval = Some(approval);
+                    log.emit(&self).await;
+                    return resp;
+                }
+            }
+        }
         log.session_id = mcp::header_str(&client_headers, mcp::H_SESSION_ID).map(str::to_owned);
         telemetry::record_decision(
             &span,
@@ -885,6 +926,122 @@ impl Gateway {
         }
     }
 
+    /// The policy allowed this tools/call once the person confirms it. In `dry_run` nothing
+    /// is asked ("would have asked" is recorded). In the stateless era the first call is
+    /// answered with an `InputRequiredResult` and a sealed `requestState`, and the retry
+    /// carrying the answer is verified here; on success the gateway's own fields are removed
+    /// from the request, which then goes upstream as the person confirmed it.
+    fn confirmation(
+        &self,
+        msg: &mut Message,
+        input: &PolicyInput,
+        confirm: &Confirmation,
+        revision: &str,
+        era: Era,
+    ) -> ConfirmStep {
+        if self.config.policy.mode == PolicyMode::DryRun {
+            return ConfirmStep::Forward(AuditApproval::outcome("would_ask"));
+        }
+        if era == Era::Session {
+            return refuse(Refusal::Unavailable(
+                "this gateway asks for confirmation only in the 2026-07-28 protocol era so far"
+                    .into(),
+            ));
+        }
+        let Some(tool) = input.tool.as_ref() else {
+            return refuse(Refusal::Unavailable("the call names no tool".into()));
+        };
+        let Some(params) = msg.params() else {
+            return refuse(Refusal::Unavailable("the call has no params".into()));
+        };
+        let digest = approval::call_digest("tools/call", &tool.name, params.get("arguments"));
+        let state = params
+            .get("requestState")
+            .and_then(Value::as_str)
+            .filter(|s| approval::is_gateway_state(s));
+        let answer = params
+            .get("inputResponses")
+            .and_then(|r| r.get(approval::INPUT_KEY));
+        let principal = &input.principal.id;
+        let (state, answer) = match (state, answer) {
+            (None, None) => {
+                let caps = msg
+                    .meta()
+                    .and_then(|m| m.get(mcp::META_CLIENT_CAPABILITIES));
+                if !approval::client_can_elicit(caps) {
+                    return refuse(Refusal::UnsupportedClient);
+                }
+                let Some(id) = msg.id() else {
+                    return refuse(Refusal::Unavailable("the call has no id".into()));
+                };
+                let token = self.approvals.seal(principal, &digest, revision);
+                let mut requests = Map::new();
+                requests.insert(
+                    approval::INPUT_KEY.into(),
+                    serde_json::json!({"method": "elicitation/create", "params": approval::elicitation_params(confirm)}),
+                );
+                let result = serde_json::json!({
+                    "resultType": "input_required",
+                    "inputRequests": requests,
+                    "requestState": token,
+                });
+                return ConfirmStep::Answer(
+                    json_response(StatusCode::OK, &jsonrpc::result_response(id, result)),
+                    AuditApproval::outcome("asked"),
+                );
+            }
+            (None, Some(_)) => return refuse(Refusal::Tampered),
+            (Some(_), None) => {
+                return refuse(Refusal::InvalidAnswer(
+                    "an answer to the gateway's confirmation in inputResponses".into(),
+                ));
+            }
+            (Some(s), Some(a)) => (s.to_owned(), a.clone()),
+        };
+        let verified = match self.approvals.verify(&state, principal, &digest, revision) {
+            Ok(v) => v,
+            Err(r) => return refuse(r),
+        };
+        let round_trip_ms = Some(approval::since_ms(verified.asked_at_ms));
+        let answered = approval::check_answer(confirm, &answer)
+            .and_then(|a| self.approvals.consume(&verified).map(|()| a));
+        let answered = match answered {
+            Ok(a) => a,
+            Err(r) => {
+                let mut record = AuditApproval::outcome(r.outcome());
+                record.round_trip_ms = round_trip_ms;
+                record.at = Some(crate::audit::rfc3339_now());
+                return ConfirmStep::Refuse(r, record);
+            }
+        };
+        strip_gateway_input(msg);
+        ConfirmStep::Forward(self.accepted(answered, round_trip_ms))
+    }
+
+    /// The audit record of an accepted confirmation; the person's words pass the baseline
+    /// redaction like arguments do.
+    fn accepted(&self, answer: approval::Answer, round_trip_ms: Option<f64>) -> AuditApproval {
+        let baseline = [crate::redact::BASELINE.to_owned()];
+        let reason = self
+            .redactor
+            .redact_text(&answer.reason, &baseline)
+            .0
+            .into_owned();
+        let mut fields = Value::Object(answer.fields);
+        self.redactor
+            .redact_value(&mut fields, &baseline, "$.approval.fields");
+        AuditApproval {
+            outcome: "accepted".into(),
+            reason: Some(reason),
+            fields: match fields {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
+            at: Some(crate::audit::rfc3339_now()),
+            round_trip_ms,
+        }
+    }
+
     fn decide(&self, policy: &crate::policy::PolicyEngine, input: &PolicyInput) -> Decision {
         let _span = tracing::info_span!("decide", otel.kind = "internal").entered();
         let t = Instant::now();
@@ -987,6 +1144,8 @@ pub struct RequestLog {
     pub error: Option<String>,
     /// The raw session id; only its hash reaches the audit record.
     pub session_id: Option<String>,
+    /// When the policy asked for the person's confirmation: what came of it.
+    pub approval: Option<AuditApproval>,
 }
 
 impl RequestLog {
@@ -1009,11 +1168,16 @@ impl RequestLog {
             upstream_latency: None,
             error: None,
             session_id: None,
+            approval: None,
         }
     }
 
-    /// The decision label used in metrics: allow, deny, dry_run_deny, error.
+    /// The decision label used in metrics: allow, deny, dry_run_deny, confirm (the question
+    /// went to the person), error.
     pub fn decision_label(&self) -> &'static str {
+        if self.approval.as_ref().is_some_and(|a| a.outcome == "asked") {
+            return "confirm";
+        }
         match (self.decision.allow, self.mode) {
             (true, _) => "allow",
             (false, PolicyMode::Enforce) => "deny",
@@ -1049,6 +1213,11 @@ impl RequestLog {
         for r in &self.redactions {
             m.redactions_total.with_label_values(&[r.detector]).inc();
         }
+        if let Some(a) = &self.approval {
+            m.approvals_total
+                .with_label_values(&[a.outcome.as_str()])
+                .inc();
+        }
         m.mcp_server_operation_duration_seconds
             .with_label_values(&[
                 self.input.mcp.method.as_str(),
@@ -1066,6 +1235,7 @@ impl RequestLog {
             upstream_latency: self.upstream_latency,
             error: self.error.as_deref(),
             session_id: self.session_id.as_deref(),
+            approval: self.approval.as_ref(),
         };
         if let Err(e) = gw
             .audit
@@ -1551,6 +1721,52 @@ fn client_info(msg: &Message) -> ClientInfo {
     ClientInfo {
         name: field("name"),
         version: field("version"),
+    }
+}
+
+/// What the confirmation step decided for one tools/call.
+enum ConfirmStep {
+    /// Go on upstream with this record of the approval.
+    Forward(AuditApproval),
+    /// Answer the client now (the question itself) without forwarding.
+    Answer(Response<GatewayBody>, AuditApproval),
+    /// Deny with this refusal's rule.
+    Refuse(Refusal, AuditApproval),
+}
+
+fn refuse(r: Refusal) -> ConfirmStep {
+    let record = AuditApproval::outcome(r.outcome());
+    ConfirmStep::Refuse(r, record)
+}
+
+/// The decision recorded and shown for a refused confirmation: a deny by the refusal's rule.
+fn refusal_decision(r: &Refusal, allowed: &Decision) -> Decision {
+    Decision {
+        allow: false,
+        reasons: vec![r.reason()],
+        redact: allowed.redact.clone(),
+        rules: vec![r.rule().to_owned()],
+        role: None,
+        confirm: None,
+    }
+}
+
+/// Remove the gateway's own answer and state from a confirmed retry: the upstream gets the
+/// call as the person confirmed it, and never the gateway's sealed state.
+fn strip_gateway_input(msg: &mut Message) {
+    let Some(Value::Object(params)) = msg.value.get_mut("params") else {
+        return;
+    };
+    params.remove("requestState");
+    let empty = match params.get_mut("inputResponses") {
+        Some(Value::Object(r)) => {
+            r.remove(approval::INPUT_KEY);
+            r.is_empty()
+        }
+        _ => false,
+    };
+    if empty {
+        params.remove("inputResponses");
     }
 }
 

@@ -212,6 +212,7 @@ fn bytecode_and_interpreter_agree_when_only_a_grant_opens_the_namespace() {
         "writes.rego",
         "secrets.rego",
         "content.rego",
+        "confirm.rego",
         "catalogue.yaml",
     ] {
         std::fs::copy(shipped_dir.join(name), dir.path().join(name)).expect("copy");

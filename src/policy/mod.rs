@@ -94,6 +94,34 @@ pub struct Decision {
     /// Optional role name (a key of `signing.assume_role.roles`) to sign this call with.
     #[serde(default)]
     pub role: Option<String>,
+    /// On an allowed call: the person at the keyboard must confirm it first (the gateway asks
+    /// through MCP elicitation and forwards nothing before the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<Confirmation>,
+}
+
+/// What the policy asks the person before an allowed call goes through (`decision.confirm`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Confirmation {
+    /// Shown to the person as the elicitation message.
+    pub message: String,
+    /// The form fields, in order; the first is the free-text reason.
+    pub fields: Vec<ConfirmField>,
+}
+
+/// One field of the confirmation form (always a string).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConfirmField {
+    pub name: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub required: bool,
+    /// The exact text the person must type (a typed confirmation such as a resource name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
 }
 
 impl Decision {
@@ -118,6 +146,7 @@ impl Decision {
             redact: vec![BASELINE_PROFILE.to_string()],
             rules: vec![FAIL_CLOSED_RULE.to_string()],
             role: None,
+            confirm: None,
         }
     }
 
@@ -858,7 +887,7 @@ fn parse_data(f: &bundle::BundleFile) -> Result<serde_json::Value, PolicyError> 
 /// Convert the entrypoint's value into a `Decision`, checking its shape.
 fn parse_decision(value: &regorus::Value) -> Result<Decision, String> {
     use regorus::Value as V;
-    const SHAPE: &str = "expected {allow: bool, reasons: [string], redact: [string], rules: [string], role: string|null}";
+    const SHAPE: &str = "expected {allow: bool, reasons: [string], redact: [string], rules: [string], role: string|null, confirm: {message, fields}|null}";
     let V::Object(obj) = value else {
         return Err("is not an object {allow, reasons, redact, rules, role}".into());
     };
@@ -900,13 +929,45 @@ fn parse_decision(value: &regorus::Value) -> Result<Decision, String> {
         Some(V::String(s)) => Some(s.to_string()),
         Some(_) => return Err(format!("has a `role` that is not a string; {SHAPE}")),
     };
+    let confirm = match field("confirm") {
+        None | Some(V::Null) | Some(V::Undefined) => None,
+        Some(v) => Some(parse_confirmation(v).map_err(|p| format!("has a `confirm` {p}"))?),
+    };
     Ok(Decision {
         allow,
         reasons,
         redact,
         rules,
         role,
+        confirm: confirm.filter(|_| allow),
     })
+}
+
+/// `decision.confirm`: `{message: string, fields: [{name, title, description, required,
+/// expect?}]}` with at least one field, names of `[a-z0-9_]` and no name twice. Anything else
+/// fails the decision closed: a confirmation the gateway cannot ask must not become an allow.
+fn parse_confirmation(value: &regorus::Value) -> Result<Confirmation, String> {
+    let json: serde_json::Value =
+        serde_json::to_value(value).map_err(|e| format!("that cannot be read ({e})"))?;
+    let c: Confirmation = serde_json::from_value(json)
+        .map_err(|e| format!("of the wrong shape ({e}); expected {{message: string, fields: [{{name, title, description, required, expect}}]}}"))?;
+    if c.fields.is_empty() {
+        return Err("with no fields; ask at least for a reason".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &c.fields {
+        let ok = !f.name.is_empty()
+            && f.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok || !seen.insert(f.name.as_str()) {
+            return Err(format!(
+                "field name {:?} that is not a unique name of a-z, 0-9 and _",
+                f.name
+            ));
+        }
+    }
+    Ok(c)
 }
 
 /// A plain `ping` used to prepare a freshly loaded engine.

@@ -3,6 +3,7 @@ mod harness;
 
 mod audit;
 mod bypasses;
+mod confirm;
 mod core;
 mod credentials;
 mod deploy;
