@@ -79,6 +79,39 @@ pub struct UpstreamConfig {
     /// Defaults to the signing region. A client-supplied value is always replaced.
     #[serde(default)]
     pub aws_region: Option<String>,
+    /// Extra attempts for a call the catalogue marks as a read when the upstream is
+    /// unreachable or answers 502/503/504, before anything went to the client. Writes, and
+    /// every other call, are sent once.
+    #[serde(default = "d_retries")]
+    pub retries: u32,
+    /// Wait before the first retry, doubled for each further one (with jitter).
+    #[serde(default = "d_retry_backoff", with = "duration_str")]
+    pub retry_backoff: Duration,
+    /// Failures in a row (unreachable, timeout, 5xx) that open the circuit breaker.
+    #[serde(default = "d_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls fast before one probe goes through.
+    #[serde(default = "d_breaker_open_for", with = "duration_str")]
+    pub breaker_open_for: Duration,
+    /// Longest upstream `Retry-After` the gateway holds every caller's calls for.
+    #[serde(default = "d_max_retry_after", with = "duration_str")]
+    pub max_retry_after: Duration,
+}
+
+fn d_retries() -> u32 {
+    2
+}
+fn d_retry_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+fn d_breaker_failures() -> u32 {
+    5
+}
+fn d_breaker_open_for() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_max_retry_after() -> Duration {
+    Duration::from_secs(60)
 }
 
 // --- stdio upstream (`upstream.command`) -------------------------------------------------

@@ -108,6 +108,13 @@ pub struct Metrics {
     pub inspections_offloaded_total: IntCounterVec,
     /// Large inspections running or waiting for a slot now.
     pub inspections_in_flight: IntGauge,
+    /// The upstream circuit breaker: 0 closed, 1 open (failing fast), 2 probing.
+    pub upstream_breaker_state: IntGauge,
+    /// Calls the gateway did not send because of the upstream's state. Label: `reason`
+    /// (`throttled`: an upstream 429's `Retry-After` is still running; `circuit_open`).
+    pub upstream_held_total: IntCounterVec,
+    /// Extra attempts of catalogue reads after an unreachable upstream or a 502/503/504.
+    pub upstream_retries_total: IntCounter,
     /// Redactions applied to results. Label: `detector`.
     pub redactions_total: IntCounterVec,
     /// Sessions open (initialize seen minus DELETE; best effort, a replica only sees its own).
@@ -199,6 +206,9 @@ impl Metrics {
         }
         for result in ["written", "rejected", "disabled", "write_error"] {
             m.audit_records_total.with_label_values(&[result]);
+        }
+        for reason in ["throttled", "circuit_open"] {
+            m.upstream_held_total.with_label_values(&[reason]);
         }
         for class in ["2xx", "3xx", "4xx", "5xx", "timeout", "unavailable"] {
             m.upstream_responses_total.with_label_values(&[class]);
@@ -352,6 +362,22 @@ impl Metrics {
                 &r,
                 "mcp_gateway_inspections_in_flight",
                 "Large inspections running or waiting for a slot.",
+            ),
+            upstream_breaker_state: gauge(
+                &r,
+                "mcp_gateway_upstream_breaker_state",
+                "Upstream circuit breaker: 0 closed, 1 open, 2 probing.",
+            ),
+            upstream_held_total: counter_vec(
+                &r,
+                "mcp_gateway_upstream_held_total",
+                "Calls not sent because of the upstream's state, by reason.",
+                &["reason"],
+            ),
+            upstream_retries_total: counter(
+                &r,
+                "mcp_gateway_upstream_retries_total",
+                "Extra attempts of catalogue reads after an unreachable upstream or a 502/503/504.",
             ),
             redactions_total: counter_vec(
                 &r,

@@ -75,6 +75,8 @@ pub struct Gateway {
     pub callers: Arc<Callers>,
     /// Slots for large inspections on the blocking pool (`limits.max_concurrent_inspections`).
     inspections: Arc<Semaphore>,
+    /// The upstream's shared throttle and circuit breaker.
+    pub upstream_guard: crate::forward::protection::UpstreamGuard,
 }
 
 /// A large inspection did not finish within `limits.inspect_timeout`.
@@ -134,6 +136,7 @@ impl Gateway {
             requests: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             streams: Arc::new(Semaphore::new(config.limits.max_sse_streams)),
             source_slots: crate::front::SourceSlots::new(config.limits.max_requests_per_source),
+            upstream_guard: crate::forward::protection::UpstreamGuard::new(&config.upstream),
             callers: Callers::new(config.limits.max_callers, config.limits.caller_idle_timeout),
             inspections: Arc::new(Semaphore::new(
                 match config.limits.max_concurrent_inspections {
@@ -694,75 +697,106 @@ impl Gateway {
                 }
             }
         }
-        let req = builder.body(()).expect("request parts are valid");
-        let (mut parts, ()) = req.into_parts();
-
-        // sign: the very last change to the request.
         let upstream_span = telemetry::upstream_span(
             &relay.method,
             relay.input.tool.as_ref().map(|t| t.name.as_str()),
         );
-        telemetry::inject_headers(&upstream_span, &mut parts.headers);
-        if let Some(signer) = &self.signer {
-            let principal = relay.input.principal.clone();
-            let signed = signer
-                .sign(&mut parts, &body, &principal, role)
-                .instrument(tracing::info_span!("sign", otel.kind = "internal"))
-                .await;
-            if let Err(e) = signed {
-                let err = jsonrpc::error_response(
-                    relay.request_id.as_ref(),
-                    jsonrpc::SIGNING_FAILED,
-                    &format!("the gateway could not sign the upstream request: {e}"),
-                    Some(serde_json::json!({"source": "gateway", "kind": "signing_failed"})),
-                );
-                relay.set_error("signing_failed");
-                relay.clone().complete(None).await;
-                return request_scoped_error(
-                    relay.request_id.is_some(),
-                    StatusCode::BAD_GATEWAY,
-                    &err,
-                );
-            }
-        }
-        let upstream_req = Request::from_parts(parts, Full::new(body));
-        let sent_at = Instant::now();
-        let result = self
-            .upstream
-            .send(upstream_req)
-            .instrument(upstream_span.clone())
-            .await;
-        if let Ok(r) = &result {
-            upstream_span.record("http.response.status_code", r.status().as_u16());
-        }
-        let latency = sent_at.elapsed();
-        metrics::global()
-            .upstream_request_seconds
-            .with_label_values(&[relay.method.as_str()])
-            .observe(latency.as_secs_f64());
-        relay.with_log(|l| l.upstream_latency = Some(latency));
-        let resp = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let class = match &e {
-                    crate::forward::UpstreamError::Timeout(_) => Some("timeout"),
-                    crate::forward::UpstreamError::Unavailable(_) => Some("unavailable"),
-                    _ => None,
-                };
-                if let Some(class) = class {
-                    metrics::global()
-                        .upstream_responses_total
-                        .with_label_values(&[class])
-                        .inc();
+        let (mut unsigned, ()) = builder
+            .body(())
+            .expect("request parts are valid")
+            .into_parts();
+        telemetry::inject_headers(&upstream_span, &mut unsigned.headers);
+        // Only a call the catalogue marks as a read is ever sent twice, and only while no
+        // byte has gone to the client (nothing has: the retry decision is made on the status).
+        let retryable = relay
+            .input
+            .tool
+            .as_ref()
+            .is_some_and(|t| t.known && t.access == crate::classify::Access::Read);
+        let mut retried = 0;
+        let resp = loop {
+            // The upstream's state first: a running Retry-After or an open breaker holds the
+            // call here, unsent.
+            let attempt = match self.upstream_guard.admit() {
+                Ok(a) => a,
+                Err(hold) => return relay.fail(held(hold)).await,
+            };
+            let mut parts = clone_parts(&unsigned);
+            // sign: the very last change to the request (again for each attempt).
+            if let Some(signer) = &self.signer {
+                let principal = relay.input.principal.clone();
+                let signed = signer
+                    .sign(&mut parts, &body, &principal, role)
+                    .instrument(tracing::info_span!("sign", otel.kind = "internal"))
+                    .await;
+                if let Err(e) = signed {
+                    let err = jsonrpc::error_response(
+                        relay.request_id.as_ref(),
+                        jsonrpc::SIGNING_FAILED,
+                        &format!("the gateway could not sign the upstream request: {e}"),
+                        Some(serde_json::json!({"source": "gateway", "kind": "signing_failed"})),
+                    );
+                    relay.set_error("signing_failed");
+                    relay.clone().complete(None).await;
+                    return request_scoped_error(
+                        relay.request_id.is_some(),
+                        StatusCode::BAD_GATEWAY,
+                        &err,
+                    );
                 }
-                return relay.fail(e).await;
             }
+            let upstream_req = Request::from_parts(parts, Full::new(body.clone()));
+            let sent_at = Instant::now();
+            let result = self
+                .upstream
+                .send(upstream_req)
+                .instrument(upstream_span.clone())
+                .await;
+            let latency = sent_at.elapsed();
+            metrics::global()
+                .upstream_request_seconds
+                .with_label_values(&[relay.method.as_str()])
+                .observe(latency.as_secs_f64());
+            relay.with_log(|l| l.upstream_latency = Some(latency));
+            let class = match &result {
+                Ok(r) => {
+                    upstream_span.record("http.response.status_code", r.status().as_u16());
+                    Some(metrics::status_class(r.status().as_u16()))
+                }
+                Err(UpstreamError::Timeout(_)) => Some("timeout"),
+                Err(UpstreamError::Unavailable(_)) => Some("unavailable"),
+                Err(_) => None,
+            };
+            if let Some(class) = class {
+                metrics::global()
+                    .upstream_responses_total
+                    .with_label_values(&[class])
+                    .inc();
+            }
+            self.upstream_guard
+                .record(attempt, breaker_outcome(&result));
+            // Unreachable over HTTP means the connection never opened, so the call was not
+            // delivered. A stdio child that died mid-call took its session with it: a retry
+            // would only meet "session not found", so the client hears of the exit instead.
+            let transient = match &result {
+                Ok(r) => matches!(r.status().as_u16(), 502..=504),
+                Err(e) => matches!(e, UpstreamError::Unavailable(_)) && !self.upstream.is_stdio(),
+            };
+            if retryable && transient && retried < self.config.upstream.retries {
+                retried += 1;
+                metrics::global().upstream_retries_total.inc();
+                drop(result);
+                tokio::time::sleep(retry_backoff(self.config.upstream.retry_backoff, retried))
+                    .await;
+                continue;
+            }
+            break result;
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return relay.fail(e).await,
         };
         let status = resp.status();
-        metrics::global()
-            .upstream_responses_total
-            .with_label_values(&[metrics::status_class(status.as_u16())])
-            .inc();
         if status == http::StatusCode::TOO_MANY_REQUESTS {
             metrics::global().upstream_throttled_total.inc();
         }
@@ -1346,7 +1380,10 @@ impl Relay {
         let has_id = self.request_id.is_some();
         let status = match err {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::Status { status: 429, .. } => StatusCode::TOO_MANY_REQUESTS,
+            UpstreamError::Status { status: 429, .. } | UpstreamError::Throttled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            UpstreamError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         };
         self.complete(None).await;
@@ -1675,6 +1712,63 @@ fn propagate_trace_in_meta(msg: &mut Message, span: &tracing::Span) {
         meta.remove("tracestate");
         telemetry::inject_meta(span, meta);
     }
+}
+
+/// A call held at the gateway by the upstream's state, as the error the client gets.
+fn held(hold: crate::forward::protection::Hold) -> UpstreamError {
+    use crate::forward::protection::Hold;
+    let (reason, err) = match hold {
+        Hold::Throttled(retry_after) => ("throttled", UpstreamError::Throttled { retry_after }),
+        Hold::Open {
+            failures,
+            retry_after,
+        } => (
+            "circuit_open",
+            UpstreamError::CircuitOpen {
+                failures,
+                retry_after,
+            },
+        ),
+    };
+    metrics::global()
+        .upstream_held_total
+        .with_label_values(&[reason])
+        .inc();
+    err
+}
+
+/// What an exchange tells the circuit breaker and the shared throttle.
+fn breaker_outcome(
+    result: &Result<Response<crate::forward::UpstreamBody>, UpstreamError>,
+) -> crate::forward::protection::Outcome {
+    use crate::forward::protection::Outcome;
+    match result {
+        Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => Outcome::Throttled(
+            mcp::header_str(r.headers(), "retry-after").and_then(|v| v.trim().parse().ok()),
+        ),
+        Ok(r) if r.status().is_server_error() => Outcome::Failed,
+        Ok(_) => Outcome::Answered,
+        Err(_) => Outcome::Failed,
+    }
+}
+
+/// The wait before retry number `n` (1-based): `base` doubled per retry, with jitter
+/// (between half and the full figure) so callers retrying together spread out.
+fn retry_backoff(base: Duration, n: u32) -> Duration {
+    let full = base.saturating_mul(1 << n.saturating_sub(1).min(10));
+    full.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+/// A copy of the unsigned request head, for one attempt.
+fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::builder()
+        .method(p.method.clone())
+        .uri(p.uri.clone())
+        .version(p.version)
+        .body(())
+        .expect("request parts are valid");
+    *req.headers_mut() = p.headers.clone();
+    req.into_parts().0
 }
 
 /// Upstream statuses that become gateway errors rather than being relayed. Other 4xx

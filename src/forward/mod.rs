@@ -10,6 +10,7 @@
 //! messages and reports what went wrong in words a client can act on; it never changes what
 //! the policy evaluated (signing, when it applies, was the last change).
 mod child;
+pub mod protection;
 pub mod stdio;
 
 use std::sync::{Arc, Mutex};
@@ -150,6 +151,26 @@ pub enum UpstreamError {
     BadResponse(String),
     #[error("upstream stream stopped before the response was complete: {0}")]
     Interrupted(String),
+    /// Not sent: an upstream 429's `Retry-After` (for any caller) is still running.
+    #[error(
+        "upstream rate limited this gateway (HTTP 429); calls are held for {}s more, as its Retry-After asked",
+        secs_up(*retry_after)
+    )]
+    Throttled { retry_after: Duration },
+    /// Not sent: the circuit breaker is open.
+    #[error(
+        "upstream failed {failures} times in a row; the gateway fails calls fast for {}s before probing it again (upstream.breaker_failures, upstream.breaker_open_for)",
+        secs_up(*retry_after)
+    )]
+    CircuitOpen {
+        failures: u32,
+        retry_after: Duration,
+    },
+}
+
+/// Whole seconds, rounded up, at least 1 (for `Retry-After` and messages).
+pub fn secs_up(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }
 
 impl UpstreamError {
@@ -164,6 +185,8 @@ impl UpstreamError {
             UpstreamError::BadResponse(_) | UpstreamError::Interrupted(_) => {
                 jsonrpc::UPSTREAM_BAD_RESPONSE
             }
+            UpstreamError::Throttled { .. } => jsonrpc::UPSTREAM_RATE_LIMITED,
+            UpstreamError::CircuitOpen { .. } => jsonrpc::UPSTREAM_UNAVAILABLE,
         }
     }
 
@@ -177,6 +200,8 @@ impl UpstreamError {
             UpstreamError::Auth { .. } => "upstream_auth_failed",
             UpstreamError::BadResponse(_) => "upstream_bad_response",
             UpstreamError::Interrupted(_) => "upstream_interrupted",
+            UpstreamError::Throttled { .. } => "upstream_rate_limited",
+            UpstreamError::CircuitOpen { .. } => "upstream_circuit_open",
         }
     }
 
@@ -201,6 +226,13 @@ impl UpstreamError {
         } = self
         {
             data["retry_after"] = r.clone().into();
+        }
+        if let UpstreamError::Throttled { retry_after }
+        | UpstreamError::CircuitOpen { retry_after, .. } = self
+        {
+            // Held at the gateway: the upstream did not see this call.
+            data["retry_after"] = secs_up(*retry_after).to_string().into();
+            data["held_by_gateway"] = true.into();
         }
         jsonrpc::error_response(id, self.code(), &self.to_string(), Some(data))
     }

@@ -166,6 +166,18 @@ impl ReceivedRequest {
     }
 }
 
+/// A failure the simulator answers MCP requests with instead of serving them (tests of
+/// upstream throttling, retries and the circuit breaker). The request is still recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// HTTP status to answer with (429, 500, 503, ...).
+    pub status: u16,
+    /// `Retry-After` header, in seconds.
+    pub retry_after: Option<u64>,
+    /// How many requests get it; `None`: every request until [`SimHandle::set_fault`] clears it.
+    pub times: Option<u32>,
+}
+
 /// State shared by every connection of one simulator instance.
 pub(crate) struct Shared {
     cfg: SimConfig,
@@ -179,6 +191,25 @@ pub(crate) struct Shared {
     expired_tokens: Mutex<Vec<String>>,
     verified: AtomicU64,
     signature_failures: AtomicU64,
+    fault: Mutex<Option<Fault>>,
+}
+
+impl Shared {
+    /// The fault to answer this request with, if one is set (counting down `times`).
+    pub(crate) fn take_fault(&self) -> Option<Fault> {
+        let mut slot = lock(&self.fault);
+        let fault = slot.clone()?;
+        match fault.times {
+            Some(n) if n <= 1 => *slot = None,
+            Some(n) => {
+                if let Some(f) = slot.as_mut() {
+                    f.times = Some(n - 1);
+                }
+            }
+            None => {}
+        }
+        Some(fault)
+    }
 }
 
 /// Lock a mutex, recovering the data if a panicking thread poisoned it (test servers should
@@ -256,6 +287,11 @@ impl SimHandle {
         *current = Some(credentials);
     }
 
+    /// Answer the next MCP requests with `fault` (`None`: serve normally again).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        *lock(&self.shared.fault) = fault;
+    }
+
     /// Run `f` on the simulated world (inspect or change the clusters directly).
     pub fn with_world<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
         f(&mut lock(&self.shared.world))
@@ -314,6 +350,7 @@ fn shared_state(cfg: SimConfig) -> Arc<Shared> {
         expired_tokens: Mutex::new(Vec::new()),
         verified: AtomicU64::new(0),
         signature_failures: AtomicU64::new(0),
+        fault: Mutex::new(None),
         cfg,
     })
 }
@@ -346,6 +383,7 @@ pub async fn start(
         expired_tokens: Mutex::new(Vec::new()),
         verified: AtomicU64::new(0),
         signature_failures: AtomicU64::new(0),
+        fault: Mutex::new(None),
         cfg,
     });
     let (stop_tx, stop_rx) = oneshot::channel();

@@ -313,6 +313,23 @@ pub(crate) async fn handle(
         *resp.status_mut() = StatusCode::NOT_FOUND;
         return Ok(resp);
     }
+    if let Some(fault) = shared.take_fault() {
+        let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let mut resp = rpc_error(
+            status,
+            Value::Null,
+            -32000,
+            format!("simulated upstream failure: HTTP {}", status.as_u16()),
+            None,
+        );
+        if let Some(secs) = fault.retry_after {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                secs.to_string().parse().expect("digits"),
+            );
+        }
+        return Ok(resp);
+    }
 
     let credentials = lock(&shared.credentials).clone();
     if let Some(credentials) = credentials {

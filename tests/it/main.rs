@@ -15,6 +15,7 @@ mod leaks;
 mod limits;
 mod opa;
 mod policy;
+mod protection;
 mod redaction;
 mod replay;
 mod signing;
