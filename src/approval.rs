@@ -34,6 +34,10 @@ pub const INPUT_KEY: &str = "io.github.eks-mcp-gateway/confirm";
 /// Environment variable with the sealing keys when `approval.key_file` is unset.
 pub const KEYS_ENV: &str = "EKS_MCP_GATEWAY_APPROVAL_KEYS";
 
+/// Session era: ids of the gateway's own `elicitation/create` requests start with this, so
+/// the client's answer is told from an answer to the upstream's requests.
+const ELICITATION_ID_PREFIX: &str = "eksgw-confirm-";
+
 /// Every sealed state starts with this, so the gateway tells its own state from another's.
 const STATE_PREFIX: &str = "eksgw1.";
 
@@ -111,7 +115,7 @@ impl Refusal {
             Refusal::InvalidAnswer(what) => format!("the confirmation was accepted without {what}; call the tool again and fill in every required field"),
             Refusal::Mismatch { field, expected } => format!("the confirmation field {field} must be exactly {expected}; the call was not run, call the tool again"),
             Refusal::UnsupportedClient => "this call needs the person's confirmation, but the client did not declare the MCP elicitation capability; use a client that supports elicitation (form mode)".into(),
-            Refusal::Timeout => "nobody answered the confirmation in time, so the call was not run; call the tool again".into(),
+            Refusal::Timeout => "nobody answered the confirmation within approval.answer_timeout, so the call was not run; call the tool again (behind several gateway replicas the answer must reach the replica that asked: route each Mcp-Session-Id to one replica)".into(),
             Refusal::Unavailable(why) => format!("the confirmation could not be completed ({why}); call the tool again"),
         }
     }
@@ -250,6 +254,11 @@ pub struct Approvals {
     pub ttl: Duration,
     pub answer_timeout: Duration,
     used: Mutex<HashMap<String, u64>>,
+    /// Session era: questions waiting for the client's answer, by elicitation id.
+    waiting: Mutex<HashMap<String, Waiting>>,
+    /// Session era: whether a session's `initialize` declared form elicitation, by session
+    /// id hash (this replica's sessions only).
+    sessions: Mutex<HashMap<String, bool>>,
     /// No key configured: a random key for this process only.
     pub ephemeral: bool,
 }
@@ -298,6 +307,8 @@ impl Approvals {
             ttl: cfg.ttl,
             answer_timeout: cfg.answer_timeout,
             used: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             ephemeral,
         }
     }
@@ -354,7 +365,7 @@ impl Approvals {
     /// Mark a verified state used; `Err(Replayed)` when this replica already let it through.
     pub fn consume(&self, v: &Verified) -> Result<(), Refusal> {
         let now = now_ms();
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let mut used = lock(&self.used);
         used.retain(|_, expires| *expires > now);
         if used.insert(v.nonce.clone(), v.expires_ms).is_some() {
             return Err(Refusal::Replayed);
@@ -379,6 +390,114 @@ impl Approvals {
         }
         None
     }
+}
+
+/// A question waiting for its answer: who was asked, and where the answer goes.
+struct Waiting {
+    principal: String,
+    answer: tokio::sync::oneshot::Sender<Value>,
+}
+
+/// What became of a client's answer to one of the gateway's `elicitation/create` requests.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to the waiting tools/call.
+    Delivered,
+    /// Sent by another principal than the one asked; dropped.
+    OtherPrincipal,
+    /// No question with this id waits here: answered already, timed out, or asked by
+    /// another replica (several replicas need session affinity).
+    NotWaiting,
+}
+
+/// Sessions remembered for their elicitation capability before the map is cleared (then a
+/// forgotten session is asked as if it had declared the capability; a client that has not
+/// answers with an error, which is refused as `unsupported_client`).
+const MAX_SESSIONS: usize = 65_536;
+
+impl Approvals {
+    /// Session era: register a question for `principal`; returns the id to put on the
+    /// `elicitation/create` request and the answer's receiver. [`Approvals::forget`] it
+    /// however the request ends.
+    pub fn ask(&self, principal: &str) -> (String, tokio::sync::oneshot::Receiver<Value>) {
+        let id = format!(
+            "{ELICITATION_ID_PREFIX}{}",
+            hex::encode(rand::random::<[u8; 16]>())
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.waiting).insert(
+            id.clone(),
+            Waiting {
+                principal: principal.to_owned(),
+                answer: tx,
+            },
+        );
+        (id, rx)
+    }
+
+    /// Stop waiting for the answer to question `id` (answered, timed out, or abandoned).
+    pub fn forget(&self, id: &str) {
+        lock(&self.waiting).remove(id);
+    }
+
+    /// Session era: the client POSTed a response to one of the gateway's questions.
+    pub fn deliver(&self, id: &str, principal: &str, response: Value) -> Delivery {
+        let mut waiting = lock(&self.waiting);
+        match waiting.get(id) {
+            None => Delivery::NotWaiting,
+            Some(w) if w.principal != principal => Delivery::OtherPrincipal,
+            Some(_) => {
+                let w = waiting.remove(id).expect("present");
+                match w.answer.send(response) {
+                    Ok(()) => Delivery::Delivered,
+                    Err(_) => Delivery::NotWaiting,
+                }
+            }
+        }
+    }
+
+    /// Remember whether a session's `initialize` declared form elicitation.
+    pub fn note_session(&self, session_id: &str, can_elicit: bool) {
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.clear();
+        }
+        sessions.insert(crate::audit::session_hash(session_id), can_elicit);
+    }
+
+    /// Whether this replica saw the session declare form elicitation (None: not seen).
+    pub fn session_can_elicit(&self, session_id: &str) -> Option<bool> {
+        lock(&self.sessions)
+            .get(&crate::audit::session_hash(session_id))
+            .copied()
+    }
+}
+
+/// Whether a JSON-RPC id is one of the gateway's own elicitation requests.
+pub fn is_gateway_elicitation(id: &Value) -> bool {
+    id.as_str()
+        .is_some_and(|s| s.starts_with(ELICITATION_ID_PREFIX))
+}
+
+/// The `ElicitResult` in a client's JSON-RPC response, or why there is none.
+pub fn elicit_result(response: &Value) -> Result<&Value, Refusal> {
+    if let Some(result) = response.get("result") {
+        return Ok(result);
+    }
+    match response.pointer("/error/code").and_then(Value::as_i64) {
+        Some(-32601) => Err(Refusal::UnsupportedClient),
+        _ => Err(Refusal::Unavailable(format!(
+            "the client answered the confirmation with an error: {}",
+            response
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("no message")
+        ))),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether a `requestState` looks like one of this gateway's (it may still not open).

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -304,6 +305,12 @@ impl Gateway {
             Ok(m) => m,
             Err(e) => return json_error_status(StatusCode::BAD_REQUEST, None, e.code, &e.message),
         };
+        // The client's answer to one of the gateway's own confirmation questions stays here.
+        if let Kind::Response { id } = &msg.kind
+            && approval::is_gateway_elicitation(id)
+        {
+            return self.deliver_answer(&msg, &principal);
+        }
         let (era, protocol_version) = mcp::era_of(&parts.headers, &msg);
         if let Err(mcp::HeaderMismatch(why)) = mcp::check_headers(&parts.headers, &msg, era) {
             return json_error_status(
@@ -462,12 +469,15 @@ impl Gateway {
             policy.revision(),
         );
         log.arguments = arguments;
+        log.session_id = mcp::header_str(&client_headers, mcp::H_SESSION_ID).map(str::to_owned);
         // confirm: the person at the keyboard approves before anything goes upstream.
+        let mut ask_in_session = None;
         if let (true, Some(confirm), Kind::Request { .. }) =
             (decision.allow, &decision.confirm, &msg.kind)
         {
             match self.confirmation(&mut msg, &input, confirm, policy.revision(), era) {
                 ConfirmStep::Forward(approval) => log.approval = Some(approval),
+                ConfirmStep::AskInSession => ask_in_session = Some(confirm.clone()),
                 ConfirmStep::Answer(resp, approval) => {
                     log.approval = Some(approval);
                     log.emit(&self).await;
@@ -489,7 +499,39 @@ impl Gateway {
                 }
             }
         }
-        log.session_id = mcp::header_str(&client_headers, mcp::H_SESSION_ID).map(str::to_owned);
+        let call = DecidedCall {
+            client_headers,
+            msg,
+            method,
+            era,
+            input,
+            decision,
+            log,
+            permit,
+            span,
+            policy,
+        };
+        if let Some(confirm) = ask_in_session {
+            return self.confirm_in_session(call, confirm);
+        }
+        self.forward_decided(call).await
+    }
+
+    /// The decided request from here on: deny, admit against the caller's limits, rewrite,
+    /// sign, forward and relay.
+    async fn forward_decided(self: Arc<Self>, call: DecidedCall) -> Response<GatewayBody> {
+        let DecidedCall {
+            client_headers,
+            mut msg,
+            method,
+            era,
+            input,
+            decision,
+            mut log,
+            permit,
+            span,
+            policy,
+        } = call;
         telemetry::record_decision(
             &span,
             log.decision_label(),
@@ -526,6 +568,8 @@ impl Gateway {
             return resp;
         }
 
+        let initialize_can_elicit = (msg.method() == Some("initialize"))
+            .then(|| approval::client_can_elicit(msg.params().and_then(|p| p.get("capabilities"))));
         // rewrite: pin the operating region; the bytes below are what the policy evaluated
         // plus this one gateway-owned field.
         self.pin_region(&mut msg);
@@ -557,16 +601,26 @@ impl Gateway {
             log: LogSlot::new(self.clone(), log),
             caller: Some(Arc::new(caller)),
         };
-        self.forward_and_relay(
-            Method::POST,
-            headers,
-            body,
-            relay,
-            decision.role.as_deref(),
-            permit,
-            None,
-        )
-        .await
+        let resp = self
+            .clone()
+            .forward_and_relay(
+                Method::POST,
+                headers,
+                body,
+                relay,
+                decision.role.as_deref(),
+                permit,
+                None,
+            )
+            .await;
+        // Session era: remember whether the client can be asked for a confirmation.
+        if let Some(can_elicit) = initialize_can_elicit
+            && resp.status().is_success()
+            && let Some(session) = mcp::header_str(resp.headers(), mcp::H_SESSION_ID)
+        {
+            self.approvals.note_session(session, can_elicit);
+        }
+        resp
     }
 
     async fn handle_get(
@@ -977,10 +1031,7 @@ impl Gateway {
             return ConfirmStep::Forward(AuditApproval::outcome("would_ask"));
         }
         if era == Era::Session {
-            return refuse(Refusal::Unavailable(
-                "this gateway asks for confirmation only in the 2026-07-28 protocol era so far"
-                    .into(),
-            ));
+            return ConfirmStep::AskInSession;
         }
         let Some(tool) = input.tool.as_ref() else {
             return refuse(Refusal::Unavailable("the call names no tool".into()));
@@ -1050,6 +1101,142 @@ impl Gateway {
         };
         strip_gateway_input(msg);
         ConfirmStep::Forward(self.accepted(answered, round_trip_ms))
+    }
+
+    /// Session era: the answer to the tools/call POST becomes an SSE stream that first carries
+    /// the gateway's `elicitation/create` request; the client answers with a POST of its
+    /// response (routed here by [`Approvals::deliver`]), and the stream then carries the
+    /// denial, or the upstream's answer to the confirmed call. Bounded by
+    /// `approval.answer_timeout`; nothing goes upstream before an accepted answer.
+    fn confirm_in_session(
+        self: Arc<Self>,
+        call: DecidedCall,
+        confirm: Confirmation,
+    ) -> Response<GatewayBody> {
+        let session = call.log.session_id.clone();
+        let known = session
+            .as_deref()
+            .and_then(|s| self.approvals.session_can_elicit(s));
+        if known == Some(false) {
+            return self.refused_now(call, Refusal::UnsupportedClient, None);
+        }
+        let (id, answer) = self.approvals.ask(&call.input.principal.id);
+        let asked_question = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "method": "elicitation/create",
+            "params": approval::elicitation_params(&confirm),
+        });
+        let question = Question {
+            gateway: self.clone(),
+            id,
+        };
+        let held = HeldCall {
+            gateway: self.clone(),
+            call: Some(call),
+        };
+        let gateway = self;
+        // Dropping the stream (the client went away) drops the wait: nothing is forwarded,
+        // the question is forgotten and the record says client_disconnected.
+        let rest = async move {
+            let mut held = held;
+            let _question = question;
+            let asked = Instant::now();
+            let timeout = gateway.approvals.answer_timeout;
+            let outcome = match tokio::time::timeout(timeout, answer).await {
+                Err(_) => Err(Refusal::Timeout),
+                Ok(Err(_)) => Err(Refusal::Unavailable("the answer was lost".into())),
+                Ok(Ok(response)) => approval::elicit_result(&response)
+                    .and_then(|result| approval::check_answer(&confirm, result)),
+            };
+            let round_trip_ms = Some(crate::audit::millis(asked.elapsed()));
+            let call = held.call.take().expect("held until answered");
+            let resp = match outcome {
+                Ok(answer) => {
+                    let mut call = call;
+                    call.log.approval = Some(gateway.accepted(answer, round_trip_ms));
+                    gateway.clone().forward_decided(call).await
+                }
+                Err(refusal) => gateway.clone().refused_now(call, refusal, round_trip_ms),
+            };
+            as_sse_frames(resp).await
+        };
+        let first = futures_util::stream::once(futures_util::future::ready(Ok::<_, Infallible>(
+            Frame::data(sse::encode_event(&sse::message_event(
+                asked_question.to_string(),
+                None,
+            ))),
+        )));
+        let tail = futures_util::stream::once(rest).flatten();
+        let body = StreamBody::new(first.chain(tail)).boxed_unsync();
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "text/event-stream")
+            .header("cache-control", "no-cache")
+            .header("x-accel-buffering", "no")
+            .body(body)
+            .expect("valid response")
+    }
+
+    /// Session era: hand the client's answer to the tools/call waiting for it on this replica.
+    fn deliver_answer(&self, msg: &Message, principal: &Principal) -> Response<GatewayBody> {
+        let id = msg.id().and_then(Value::as_str).unwrap_or_default();
+        let response = Value::Object(msg.value.clone());
+        match self.approvals.deliver(id, &principal.id, response) {
+            approval::Delivery::Delivered => Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .body(empty())
+                .expect("valid response"),
+            approval::Delivery::OtherPrincipal => json_error_status(
+                StatusCode::FORBIDDEN,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                "this answer is for a confirmation asked of another caller",
+            ),
+            approval::Delivery::NotWaiting => json_error_status(
+                StatusCode::CONFLICT,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                "no confirmation with this id is waiting on this gateway replica: it was answered \
+                 already, it timed out, or another replica asked it (several replicas need \
+                 session affinity on Mcp-Session-Id)",
+            ),
+        }
+    }
+
+    /// A refused confirmation: the denial as a tool error, recorded.
+    fn refused_now(
+        self: Arc<Self>,
+        call: DecidedCall,
+        refusal: Refusal,
+        round_trip_ms: Option<f64>,
+    ) -> Response<GatewayBody> {
+        let DecidedCall {
+            msg,
+            era,
+            decision,
+            mut log,
+            span,
+            ..
+        } = call;
+        let denial = refusal_decision(&refusal, &decision);
+        telemetry::record_error(
+            &span,
+            "confirmation_refused",
+            Some(jsonrpc::POLICY_DENIED),
+            &denial_text(&denial),
+        );
+        let resp = deny_response(&msg, &denial, era);
+        let mut record = AuditApproval::outcome(refusal.outcome());
+        if round_trip_ms.is_some() {
+            record.round_trip_ms = round_trip_ms;
+            record.at = Some(crate::audit::rfc3339_now());
+        }
+        log.decision = denial;
+        log.approval = Some(record);
+        let gateway = self;
+        tokio::spawn(async move { log.emit(&gateway).await });
+        resp
     }
 
     /// The audit record of an accepted confirmation; the person's words pass the baseline
@@ -1818,12 +2005,85 @@ fn client_info(msg: &Message) -> ClientInfo {
     }
 }
 
+/// A request the policy has decided, with everything needed to carry it out.
+struct DecidedCall {
+    client_headers: HeaderMap,
+    msg: Message,
+    method: String,
+    era: Era,
+    input: Arc<PolicyInput>,
+    decision: Decision,
+    log: RequestLog,
+    permit: OwnedSemaphorePermit,
+    span: tracing::Span,
+    policy: Arc<crate::policy::PolicyEngine>,
+}
+
+/// A question the gateway waits for; forgotten however the wait ends.
+struct Question {
+    gateway: Arc<Gateway>,
+    id: String,
+}
+
+impl Drop for Question {
+    fn drop(&mut self) {
+        self.gateway.approvals.forget(&self.id);
+    }
+}
+
+/// A call waiting for the person's answer. If the client goes away meanwhile, its audit
+/// record is still written (error `client_disconnected`).
+struct HeldCall {
+    gateway: Arc<Gateway>,
+    call: Option<DecidedCall>,
+}
+
+impl Drop for HeldCall {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            let mut log = call.log;
+            log.error = Some("client_disconnected".into());
+            let gateway = self.gateway.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { log.emit(&gateway).await });
+            }
+        }
+    }
+}
+
+/// One response of the gateway as frames of an SSE stream: an SSE body as it is, a JSON
+/// body as one `message` event, an empty body as nothing.
+async fn as_sse_frames(resp: Response<GatewayBody>) -> SseFrames {
+    let is_sse = mcp::header_str(resp.headers(), "content-type")
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let body = resp.into_body();
+    if is_sse {
+        return Box::pin(http_body_util::BodyStream::new(body));
+    }
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(never) => match never {},
+    };
+    if bytes.is_empty() {
+        return Box::pin(futures_util::stream::empty());
+    }
+    let event = sse::message_event(String::from_utf8_lossy(&bytes).into_owned(), None);
+    Box::pin(futures_util::stream::iter([Ok(Frame::data(
+        sse::encode_event(&event),
+    ))]))
+}
+
+type SseFrames =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send>>;
+
 /// What the confirmation step decided for one tools/call.
 enum ConfirmStep {
     /// Go on upstream with this record of the approval.
     Forward(AuditApproval),
     /// Answer the client now (the question itself) without forwarding.
     Answer(Response<GatewayBody>, AuditApproval),
+    /// Session era: ask with `elicitation/create` on the response stream and wait.
+    AskInSession,
     /// Deny with this refusal's rule.
     Refuse(Refusal, AuditApproval),
 }

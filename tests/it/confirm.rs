@@ -498,3 +498,238 @@ async fn the_sealing_key_never_appears_in_answers_audit_or_errors() {
     assert!(!err.contains("c2hvcnQta2V5"), "{err}");
     h.stop().await;
 }
+
+// ---- session era (2025-06-18 / 2025-11-25): elicitation/create on the tools/call stream ----
+
+/// A session-era tools/call whose SSE response is read event by event.
+struct OpenCall {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+    content_type: String,
+    status: http::StatusCode,
+}
+
+impl OpenCall {
+    async fn start(c: &McpClient, args: Value) -> OpenCall {
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let body = json!({"jsonrpc": "2.0", "id": c.next_id(), "method": "tools/call",
+                          "params": {"name": "manage_k8s_resource", "arguments": args}});
+        let req = http::Request::post(&c.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", c.session.as_deref().unwrap())
+            .header("mcp-protocol-version", c.protocol.as_deref().unwrap())
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(30), http.request(req))
+            .await
+            .expect("headers within 30s")
+            .unwrap();
+        OpenCall {
+            status: resp.status(),
+            content_type: resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default(),
+            body: resp.into_body(),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next complete SSE event's JSON, or None at the end of the stream.
+    async fn next(&mut self) -> Option<Value> {
+        use http_body_util::BodyExt as _;
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let msgs = crate::harness::sse_messages(&event);
+                if let Some(m) = msgs.into_iter().next() {
+                    return Some(m);
+                }
+                continue;
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(30), self.body.frame())
+                .await
+                .expect("the stream moves within 30s");
+            match frame {
+                None => return None,
+                Some(f) => {
+                    if let Ok(data) = f.unwrap().into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rest of the stream's messages.
+    async fn rest(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next().await {
+            out.push(m);
+        }
+        out
+    }
+}
+
+async fn session_client(h: &Harness, capabilities: Value) -> McpClient {
+    let mut c = h.client();
+    c.initialize_with(crate::harness::SESSION_ERA, capabilities)
+        .await;
+    c
+}
+
+/// POST the client's answer to the gateway's question; returns the HTTP status.
+async fn answer(c: &McpClient, question: &Value, result: Value) -> http::StatusCode {
+    let body = json!({"jsonrpc": "2.0", "id": question["id"], "result": result});
+    c.post_raw(body.to_string(), &[]).await.status
+}
+
+fn final_result(messages: &[Value]) -> &Value {
+    let last = messages.last().expect("a final message");
+    assert!(last.get("result").is_some(), "{messages:?}");
+    &last["result"]
+}
+
+fn denied_with(result: &Value, rule: &str) {
+    assert_eq!(result["isError"], true, "{result}");
+    assert_eq!(
+        result["_meta"]["io.github.eks-mcp-gateway/denial"]["rules"],
+        json!([rule]),
+        "{result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_era_asks_on_the_call_stream_and_forwards_after_accept() {
+    let (_dir, key) = key_file(KEY);
+    let h = gateway(DEV, &key, |_| {}).await;
+    let c = session_client(&h, json!({"elicitation": {}})).await;
+    let args = staging_patch(3);
+    let mut open = OpenCall::start(&c, args.clone()).await;
+    assert_eq!(open.status, http::StatusCode::OK);
+    assert!(
+        open.content_type.starts_with("text/event-stream"),
+        "{}",
+        open.content_type
+    );
+    let question = open.next().await.expect("the question");
+    assert_eq!(question["method"], "elicitation/create", "{question}");
+    assert!(
+        question["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("payments-api")
+    );
+    assert!(
+        upstream_writes(&h).is_empty(),
+        "nothing forwarded before the answer"
+    );
+    let status = answer(&c, &question, accept("hotfix rollout")).await;
+    assert_eq!(status, http::StatusCode::ACCEPTED);
+    let rest = open.rest().await;
+    let result = final_result(&rest);
+    assert_ne!(result["isError"], true, "{result}");
+    assert_eq!(upstream_writes(&h), vec![args]);
+    // The same answer again finds nobody waiting.
+    assert_eq!(
+        answer(&c, &question, accept("again")).await,
+        http::StatusCode::CONFLICT
+    );
+    let rec = tool_record(&h).await;
+    assert_eq!(rec["approval"]["outcome"], "accepted", "{rec}");
+    assert_eq!(rec["approval"]["reason"], "hotfix rollout");
+    assert!(rec["approval"]["round_trip_ms"].as_f64().is_some());
+    assert!(rec["session"].is_string(), "{rec}");
+    assert_eq!(rec["upstream"]["status"], 200, "{rec}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_era_decline_cancel_and_an_answer_at_another_replica_run_nothing() {
+    let (_dir, key) = key_file(KEY);
+    let h = gateway(DEV, &key, |c| {
+        c.approval.answer_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let c = session_client(&h, json!({"elicitation": {"form": {}}})).await;
+    for (action, rule) in [
+        ("decline", "confirm.declined"),
+        ("cancel", "confirm.cancelled"),
+    ] {
+        let mut open = OpenCall::start(&c, staging_patch(0)).await;
+        let question = open.next().await.unwrap();
+        assert_eq!(
+            answer(&c, &question, json!({"action": action})).await,
+            http::StatusCode::ACCEPTED
+        );
+        denied_with(final_result(&open.rest().await), rule);
+    }
+    // An answer that reaches another replica (same key, no session affinity) is refused
+    // there, and the question times out here with a denial that names the fix.
+    let (_gw2, addr2, guard2) = {
+        let key2 = key.clone();
+        Harness::in_front_of_url(
+            &h.sim.url(),
+            Some(Box::new(move |cfg| {
+                cfg.approval.key_file = Some(key2);
+            })),
+        )
+        .await
+    };
+    let mut open = OpenCall::start(&c, staging_patch(0)).await;
+    let question = open.next().await.unwrap();
+    let mut elsewhere = McpClient::new(&format!("http://{addr2}/mcp"));
+    elsewhere.session = c.session.clone();
+    elsewhere.protocol = c.protocol.clone();
+    assert_eq!(
+        answer(&elsewhere, &question, accept("from another replica")).await,
+        http::StatusCode::CONFLICT,
+        "another replica is not waiting for this answer"
+    );
+    let result = final_result(&open.rest().await).clone();
+    denied_with(&result, "confirm.timeout");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Mcp-Session-Id"),
+        "{result}"
+    );
+    assert!(upstream_writes(&h).is_empty());
+    guard2.stop().await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_era_client_without_elicitation_is_denied_at_once() {
+    let (_dir, key) = key_file(KEY);
+    let h = gateway(DEV, &key, |_| {}).await;
+    let c = session_client(&h, json!({})).await;
+    let reply = c.call_tool("manage_k8s_resource", staging_patch(2)).await;
+    refused_by_session(&reply, "confirm.unsupported_client");
+    assert!(upstream_writes(&h).is_empty());
+    h.stop().await;
+}
+
+fn refused_by_session(reply: &Reply, rule: &str) {
+    assert!(reply.is_tool_error(), "{}", reply.text());
+    denied_with(reply.result(), rule);
+}
+
+/// The audit record of the (one) manage_k8s_resource call, once it is written.
+async fn tool_record(h: &Harness) -> Value {
+    let mut n = 1;
+    loop {
+        let recs = h.audit_records(n).await;
+        if let Some(r) = recs.iter().find(|r| r["tool"] == "manage_k8s_resource") {
+            return r.clone();
+        }
+        n = recs.len() + 1;
+    }
+}
