@@ -120,6 +120,8 @@ async def run_basic(args: argparse.Namespace, out: dict[str, Any]) -> None:
 
         async def on_elicit(_ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
             elicitations.append(params.message)
+            if args.elicit_action != "accept":
+                return types.ElicitResult(action=args.elicit_action)
             return types.ElicitResult(action="accept", content=answer)
 
         callbacks["elicitation_callback"] = on_elicit
@@ -243,6 +245,12 @@ def main() -> int:
     basic.add_argument("--arguments", help="tool arguments as a JSON object")
     basic.add_argument(
         "--elicit-answer", help="declare the elicitation capability and accept every request with this JSON object"
+    )
+    basic.add_argument(
+        "--elicit-action",
+        default="accept",
+        choices=["accept", "decline", "cancel"],
+        help="how the elicitation callback answers (decline and cancel send no content)",
     )
     stdio = sub.add_parser("stdio", help="launch a command, speak MCP over its stdio: list tools, call tools")
     stdio.add_argument("--mode", default="auto", help="auto (probe server/discover, fall back) or legacy")

@@ -1170,3 +1170,119 @@ async fn interop_python_client_over_the_stdio_command() {
         "a denied call reached the upstream"
     );
 }
+
+// ---- human confirmation through the gateway ----------------------------------------------------
+
+/// The real Python `mcp` client with an elicitation callback, through a gateway whose policy
+/// wants a payments developer's staging write confirmed: in the stateless era (its SEP-2322
+/// driver answers the gateway's InputRequiredResult and retries with the sealed state) and in
+/// the session era (it answers the gateway's elicitation/create on the call's stream), the
+/// person accepts (the write reaches the embedded upstream once), declines or cancels (a tool
+/// error saying so, nothing forwarded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_python_client_confirms_declines_and_cancels_through_gateway() {
+    let tools = Tools::locate();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("approval.key");
+    std::fs::write(&key, "tJ8m0n3y5Qk2VwXz4c6b8d0f2h4j6l8n0p2r4t6v8x0=\n").unwrap();
+    let mut opts = crate::harness::Options::default()
+        .principal("dana@example.com", &["payments-dev"])
+        .tweak(move |c| c.approval.key_file = Some(key));
+    opts.signing = false;
+    let h = Harness::start_with(opts).await;
+    let script = tools.script("py_client.py");
+    let args = json!({"operation": "patch", "cluster_name": "staging", "kind": "Deployment",
+                      "api_version": "apps/v1", "name": "payments-api", "namespace": "payments",
+                      "body": {"spec": {"replicas": 3}}})
+    .to_string();
+    let writes = || {
+        h.sim
+            .tool_calls()
+            .iter()
+            .filter(|(t, _)| t == "manage_k8s_resource")
+            .count()
+    };
+    let mut forwarded = 0;
+    for (mode, version) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
+        for action in ["accept", "decline", "cancel"] {
+            let what = format!("py_client.py basic --mode {mode} --elicit-action {action}");
+            let doc = py_driver(
+                &tools,
+                &what,
+                &[
+                    script.to_str().unwrap(),
+                    "basic",
+                    "--url",
+                    &h.url(),
+                    "--mode",
+                    mode,
+                    "--tool",
+                    "manage_k8s_resource",
+                    "--arguments",
+                    &args,
+                    "--elicit-answer",
+                    r#"{"reason":"interop: scale for the load test"}"#,
+                    "--elicit-action",
+                    action,
+                ],
+            )
+            .await;
+            assert_eq!(doc["protocol_version"], version, "{what}: {doc}");
+            let asked = doc["elicitations"].as_array().cloned().unwrap_or_default();
+            assert_eq!(asked.len(), 1, "{what}: asked once: {doc}");
+            assert!(
+                asked[0]
+                    .as_str()
+                    .unwrap()
+                    .contains("Deployment payments-api in namespace payments of cluster staging"),
+                "{what}: {doc}"
+            );
+            let call = &doc["call"];
+            match action {
+                "accept" => {
+                    forwarded += 1;
+                    assert_eq!(call["is_error"], false, "{what}: {doc}");
+                }
+                _ => {
+                    assert_eq!(call["is_error"], true, "{what}: {doc}");
+                    let text = first_text(call);
+                    let word = if action == "decline" {
+                        "declined"
+                    } else {
+                        "dismissed"
+                    };
+                    assert!(text.contains(word), "{what}: {text}");
+                }
+            }
+            assert_eq!(
+                writes(),
+                forwarded,
+                "{what}: only accepted calls reach the upstream"
+            );
+        }
+    }
+    // Both accepted calls are audited with the person's reason (records land shortly after).
+    let mut n = 1;
+    let accepted = loop {
+        let recs = h.audit_records(n).await;
+        let accepted: Vec<Value> = recs
+            .iter()
+            .filter(|r| r["approval"]["outcome"] == "accepted")
+            .cloned()
+            .collect();
+        if accepted.len() == 2 {
+            break accepted;
+        }
+        n = recs.len() + 1;
+    };
+    for r in &accepted {
+        assert_eq!(
+            r["approval"]["reason"], "interop: scale for the load test",
+            "{r}"
+        );
+        assert_eq!(r["principal"]["id"], "dana@example.com", "{r}");
+    }
+    assert_eq!(accepted[0]["era"], "stateless");
+    assert_eq!(accepted[1]["era"], "session");
+    h.stop().await;
+}
