@@ -507,3 +507,132 @@ async fn stdio_relays_server_messages_from_the_get_stream() {
         .unwrap()
         .unwrap();
 }
+
+/// Human confirmation with the assistant on the other end of stdin/stdout: in the session era
+/// the gateway's `elicitation/create` arrives as a stdout line and the client's answer goes
+/// back as a stdin line; in 2026-07-28 the `InputRequiredResult` comes back and the retry
+/// carries the answer and the sealed state. Nothing reaches the upstream before an accept.
+#[tokio::test]
+async fn stdio_confirmations_in_both_eras() {
+    let s = setup().await;
+    let cfg = base_config(
+        &s.sim.url(),
+        "dana@example.com",
+        &["payments-dev".to_string()],
+        PolicyMode::Enforce,
+        &policy_dir(),
+        &s.audit,
+    );
+    let gateway = Gateway::build(cfg).await.unwrap();
+    let (client_in, server_in) = tokio::io::duplex(1 << 20);
+    let (server_out, client_out) = tokio::io::duplex(1 << 20);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(eks_mcp_gateway::stdio::serve(
+        gateway.clone(),
+        server_in,
+        server_out,
+        eks_mcp_gateway::stdio::Credential::None,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let mut peer = Peer {
+        input: client_in,
+        output: BufReader::new(client_out).lines(),
+    };
+    let patch = |replicas: u64| {
+        json!({"operation": "patch", "cluster_name": "staging", "kind": "Deployment",
+               "api_version": "apps/v1", "name": "payments-api", "namespace": "payments",
+               "body": {"spec": {"replicas": replicas}}})
+    };
+    let writes = |sim: &SimHandle| {
+        sim.tool_calls()
+            .iter()
+            .filter(|(t, _)| t == "manage_k8s_resource")
+            .count()
+    };
+
+    // Session era.
+    peer.request(
+        1,
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}},
+               "clientInfo": {"name": "stdio-test", "version": "1"}}),
+    )
+    .await;
+    peer.send_json(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    for (id, action, forwarded) in [(2, "decline", 0), (3, "accept", 1)] {
+        peer.send_json(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                              "params": {"name": "manage_k8s_resource", "arguments": patch(2)}}))
+            .await;
+        let question = loop {
+            let m = peer.next().await;
+            if m["method"] == "elicitation/create" {
+                break m;
+            }
+        };
+        assert!(
+            question["params"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("payments-api"),
+            "{question}"
+        );
+        assert_eq!(writes(&s.sim), 0, "nothing forwarded before the answer");
+        peer.send_json(json!({"jsonrpc": "2.0", "id": question["id"],
+                              "result": {"action": action, "content": {"reason": "stdio test"}}}))
+            .await;
+        let answer = peer.answer(id, &mut Vec::new()).await;
+        assert_eq!(
+            answer["result"]["isError"],
+            action != "accept",
+            "{action}: {answer}"
+        );
+        assert_eq!(writes(&s.sim), forwarded, "{action}");
+    }
+
+    // Stateless era.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}});
+    let first = peer
+        .request(
+            4,
+            "tools/call",
+            json!({"name": "manage_k8s_resource", "arguments": patch(4), "_meta": meta}),
+        )
+        .await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    assert_eq!(writes(&s.sim), 1);
+    let retry = peer
+        .request(
+            5,
+            "tools/call",
+            json!({"name": "manage_k8s_resource", "arguments": patch(4), "_meta": meta,
+                   "requestState": first["result"]["requestState"],
+                   "inputResponses": {"io.github.eks-mcp-gateway/confirm":
+                       {"action": "accept", "content": {"reason": "stdio stateless"}}}}),
+        )
+        .await;
+    assert_eq!(retry["result"]["resultType"], "complete", "{retry}");
+    assert_ne!(retry["result"]["isError"], true, "{retry}");
+    assert_eq!(writes(&s.sim), 2);
+
+    let _ = stop_tx.send(());
+    let _ = serving.await;
+    // Records land shortly after their requests: wait (bounded) for both accepted ones.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reasons = loop {
+        let records = read_jsonl(&s.audit);
+        let reasons: Vec<Value> = records
+            .iter()
+            .filter(|r| r["approval"]["outcome"] == "accepted")
+            .map(|r| r["approval"]["reason"].clone())
+            .collect();
+        if reasons.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(reasons, vec![json!("stdio test"), json!("stdio stateless")]);
+}
