@@ -237,6 +237,16 @@ pub struct LimitsConfig {
     /// traffic before the listener closes. Then `shutdown_grace` applies.
     #[serde(default, with = "duration_str")]
     pub shutdown_delay: Duration,
+    /// Requests of one caller that may wait for a slot when `max_concurrent_requests` are in
+    /// flight (callers are served in turn); beyond it the caller gets HTTP 503 at once.
+    #[serde(default = "d_queued_per_caller")]
+    pub max_queued_per_caller: usize,
+    /// Requests of all callers that may wait for a slot; beyond it HTTP 503 at once.
+    #[serde(default = "d_queued")]
+    pub max_queued_requests: usize,
+    /// Longest wait for a slot; then HTTP 503.
+    #[serde(default = "d_queue_timeout", with = "duration_str")]
+    pub queue_timeout: Duration,
     /// Most callers (principals) whose per-caller limits this replica remembers at once;
     /// beyond it the least recently seen callers with nothing in flight are forgotten.
     #[serde(default = "d_max_callers")]
@@ -292,6 +302,15 @@ fn d_concurrent() -> usize {
 fn d_streams() -> usize {
     256
 }
+fn d_queued_per_caller() -> usize {
+    16
+}
+fn d_queued() -> usize {
+    1024
+}
+fn d_queue_timeout() -> Duration {
+    Duration::from_secs(30)
+}
 fn d_max_callers() -> usize {
     10_000
 }
@@ -336,6 +355,9 @@ impl Default for LimitsConfig {
             max_manifest_values: d_manifest_values(),
             max_manifest_objects: d_manifest_objects(),
             shutdown_delay: Duration::ZERO,
+            max_queued_per_caller: d_queued_per_caller(),
+            max_queued_requests: d_queued(),
+            queue_timeout: d_queue_timeout(),
             max_callers: d_max_callers(),
             caller_idle_timeout: d_caller_idle(),
             inspect_offload_bytes: d_offload_bytes(),

@@ -11,6 +11,7 @@
 /// `mcp_gateway_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod admission;
 pub mod approval;
 pub mod audit;
 pub mod classify;

@@ -100,6 +100,8 @@ pub struct Metrics {
     /// `sensitive`, `write`, `unknown`, `other`), `limit` (`rate`, `concurrency`, `bytes`,
     /// `callers`).
     pub caller_limited_total: IntCounterVec,
+    /// Requests waiting for one of the `limits.max_concurrent_requests` slots.
+    pub queued_requests: IntGauge,
     /// Callers whose limits this replica currently remembers (at most `limits.max_callers`).
     pub callers_tracked: IntGauge,
     /// Large inspections (classify + decide of a request, redaction of a response or SSE
@@ -346,6 +348,11 @@ impl Metrics {
                 "mcp_gateway_caller_limited_total",
                 "Calls refused by a per-caller limit, by group, call class and limit.",
                 &["group", "class", "limit"],
+            ),
+            queued_requests: gauge(
+                &r,
+                "mcp_gateway_queued_requests",
+                "Requests waiting for a slot at the global concurrency limit.",
             ),
             callers_tracked: gauge(
                 &r,

@@ -26,6 +26,7 @@ use crate::forward::UpstreamBody;
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::admission::{Admission, Refused, Slot};
 use crate::approval::{self, Approvals, Refusal};
 use crate::audit::{AuditApproval, AuditSink};
 use crate::classify::TargetFacts;
@@ -66,7 +67,8 @@ pub struct Gateway {
     pub approvals: Approvals,
     /// `params._meta.AWS_REGION` pinned on every request (None: stripped).
     pub operating_region: Option<String>,
-    requests: Arc<Semaphore>,
+    /// The global request slots (`limits.max_concurrent_requests`), served fairly.
+    pub admission: Arc<Admission>,
     streams: Arc<Semaphore>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     draining: std::sync::atomic::AtomicBool,
@@ -134,7 +136,12 @@ impl Gateway {
         }
         crate::drift::spawn_monitor(upstream.tools().clone(), policy.clone());
         Ok(Arc::new(Gateway {
-            requests: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
+            admission: Admission::new(
+                config.limits.max_concurrent_requests,
+                config.limits.max_queued_per_caller,
+                config.limits.max_queued_requests,
+                config.limits.queue_timeout,
+            ),
             streams: Arc::new(Semaphore::new(config.limits.max_sse_streams)),
             source_slots: crate::front::SourceSlots::new(config.limits.max_requests_per_source),
             upstream_guard: crate::forward::protection::UpstreamGuard::new(&config.upstream),
@@ -238,8 +245,18 @@ impl Gateway {
                 return auth_challenge(&self.auth.challenge(&e, &meta), e.status(), &e.to_string());
             }
         };
-        let Ok(permit) = self.requests.clone().try_acquire_owned() else {
-            return overloaded("too many requests in flight");
+        // At the global limit the request waits its caller's turn (admission.rs).
+        let permit = match self.admission.acquire(&principal.id).await {
+            Ok(slot) => slot,
+            Err(Refused::QueueFull) => {
+                tracing::warn!(principal = %principal.id, "refused a request: every slot busy and the caller's queue full (limits.max_concurrent_requests, limits.max_queued_per_caller, limits.max_queued_requests)");
+                return overloaded("too many requests in flight");
+            }
+            Err(Refused::TimedOut) => {
+                return overloaded(
+                    "too many requests in flight; yours waited limits.queue_timeout for a slot",
+                );
+            }
         };
         match *req.method() {
             Method::POST => self.handle_post(req, principal, permit, started).await,
@@ -256,7 +273,7 @@ impl Gateway {
         self: Arc<Self>,
         req: Request<Incoming>,
         principal: Principal,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
         started: Instant,
     ) -> Response<GatewayBody> {
         let (parts, body) = req.into_parts();
@@ -364,7 +381,7 @@ impl Gateway {
         era: Era,
         protocol_version: Option<String>,
         principal: Principal,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
         started: Instant,
         span: tracing::Span,
     ) -> Response<GatewayBody> {
@@ -627,7 +644,7 @@ impl Gateway {
         self: Arc<Self>,
         req: Request<Incoming>,
         principal: Principal,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
         started: Instant,
     ) -> Response<GatewayBody> {
         let Ok(stream_permit) = self.streams.clone().try_acquire_owned() else {
@@ -648,7 +665,7 @@ impl Gateway {
         self: Arc<Self>,
         req: Request<Incoming>,
         principal: Principal,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
         started: Instant,
     ) -> Response<GatewayBody> {
         self.handle_bodyless(req, principal, permit, None, METHOD_DELETE_SESSION, started)
@@ -660,7 +677,7 @@ impl Gateway {
         self: Arc<Self>,
         req: Request<Incoming>,
         principal: Principal,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
         stream_permit: Option<OwnedSemaphorePermit>,
         method: &str,
         started: Instant,
@@ -737,7 +754,7 @@ impl Gateway {
         body: Bytes,
         relay: Relay,
         role: Option<&str>,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
         stream_permit: Option<OwnedSemaphorePermit>,
     ) -> Response<GatewayBody> {
         let uri = self.upstream.uri().clone();
@@ -1656,7 +1673,7 @@ impl Relay {
     fn sse_stream(
         self,
         upstream: UpstreamBody,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
         stream_permit: Option<OwnedSemaphorePermit>,
     ) -> GatewayBody {
         let max = self.gateway.config.upstream.max_message_bytes;
@@ -1772,11 +1789,7 @@ struct SseState {
     done: bool,
     /// The final response to our request has been relayed.
     answered: bool,
-    _permits: (
-        OwnedSemaphorePermit,
-        Option<OwnedSemaphorePermit>,
-        StreamGuard,
-    ),
+    _permits: (Slot, Option<OwnedSemaphorePermit>, StreamGuard),
 }
 
 impl SseState {

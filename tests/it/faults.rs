@@ -569,7 +569,13 @@ async fn requests_beyond_max_concurrent_requests_get_503_then_service_resumes() 
         bytes: b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 36\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}",
     })
     .await;
-    let (client, _g) = gateway_for_with(&up.url, |c| c.limits.max_concurrent_requests = 2).await;
+    let (client, _g) = gateway_for_with(&up.url, |c| {
+        c.limits.max_concurrent_requests = 2;
+        // No waiting room: beyond the slots a request is refused at once (the queue and its
+        // fairness are tests/it/fairness.rs).
+        c.limits.max_queued_per_caller = 0;
+    })
+    .await;
     // Two requests held by the upstream take both slots.
     let held: Vec<_> = (0..2)
         .map(|_| {
