@@ -2027,7 +2027,7 @@ struct DecidedCall {
     input: Arc<PolicyInput>,
     decision: Decision,
     log: RequestLog,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
     span: tracing::Span,
     policy: Arc<crate::policy::PolicyEngine>,
 }
