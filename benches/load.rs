@@ -192,7 +192,7 @@ async fn run(s: Settings, full: bool) {
     let pids = (gw_pid, up_pid);
     let mut phases = Vec::new();
     for (name, url) in [("direct", &upstream_url), ("gateway", &gateway_url)] {
-        open_loop(&client, url, s.rate, Duration::from_secs(1), s.workers).await; // warm-up
+        open_loop(&client, url, s.rate, Duration::from_secs(1), s.workers, "").await; // warm-up
         let mut p = measured(
             pids,
             ticks,
@@ -202,6 +202,7 @@ async fn run(s: Settings, full: bool) {
                 s.rate,
                 Duration::from_secs(s.seconds),
                 s.workers,
+                "",
             ),
         )
         .await;
@@ -217,6 +218,7 @@ async fn run(s: Settings, full: bool) {
                 url,
                 s.workers,
                 Duration::from_secs(s.closed_loop_seconds),
+                "",
             ),
         )
         .await;
@@ -263,6 +265,105 @@ async fn run(s: Settings, full: bool) {
         assert!(p.requests > 0, "{}: no request completed", p.name);
         assert_eq!(p.errors, 0, "{}: requests failed", p.name);
     }
+    drop(_gateway);
+    two_tenants(&s, bin, &policy_dir, &upstream_url, &client).await;
+}
+
+/// Two tenants on one shared gateway with few slots (`limits.max_concurrent_requests: 4`,
+/// API keys): a polite tenant sending at a steady rate on one connection, alone and then
+/// while a flooding tenant keeps `workers` connections busy back to back. Prints the polite
+/// tenant's p50/p99 in both phases: fair admission (src/admission.rs) keeps its calls from
+/// queueing behind the flood.
+async fn two_tenants(
+    s: &Settings,
+    bin: &str,
+    policy_dir: &str,
+    upstream_url: &str,
+    client: &Client<HttpConnector, Full<Bytes>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let mut y = String::from("keys:\n");
+    for (key, principal) in [
+        ("flood-key", "flooding-tenant"),
+        ("polite-key", "polite-tenant"),
+    ] {
+        y.push_str(&format!(
+            "  - sha256: {}\n    principal: {principal}\n    groups: [platform-admins]\n",
+            eks_mcp_gateway::identity::api_key_hash(key)
+        ));
+    }
+    std::fs::write(&keys, y).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {policy_dir}\n  hot_reload: false\nauth:\n  mode: api_key\n  file: {}\naudit:\n  sink: none\nlimits:\n  max_concurrent_requests: 4\n  max_queued_per_caller: {}\n",
+        keys.display(),
+        s.workers + 8,
+    );
+    let cfg_path = dir.path().join("gateway.yaml");
+    std::fs::write(&cfg_path, config).unwrap();
+    let gw = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the shared gateway");
+    let _gateway = Proc(gw);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    wait_ready(client, &format!("http://127.0.0.1:{port}/readyz")).await;
+    let polite_rate = 50;
+    let dur = Duration::from_secs(s.seconds);
+    open_loop(
+        client,
+        &url,
+        polite_rate,
+        Duration::from_secs(1),
+        1,
+        "polite-key",
+    )
+    .await; // warm-up
+    let alone = open_loop(client, &url, polite_rate, dur, 1, "polite-key").await;
+    let (flood, polite) = tokio::join!(
+        closed_loop(client, &url, s.workers, dur, "flood-key"),
+        open_loop(client, &url, polite_rate, dur, 1, "polite-key"),
+    );
+    println!(
+        "\ntwo tenants on one gateway (max_concurrent_requests 4): polite tenant {polite_rate}/s on 1 connection{}",
+        if s.seconds < 10 { " [smoke run]" } else { "" }
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>8}",
+        "phase", "polite p50", "polite p99", "errors"
+    );
+    for (name, p) in [
+        ("polite alone", &alone),
+        ("polite while the other floods", &polite),
+    ] {
+        println!(
+            "{:<34} {:>10.3?} {:>10.3?} {:>8}",
+            name,
+            p.pct(0.50),
+            p.pct(0.99),
+            p.errors
+        );
+    }
+    println!(
+        "flooding tenant: {} connections back to back, {:.0} req/s, {} refused or failed",
+        s.workers,
+        flood.rps(),
+        flood.errors
+    );
+    assert_eq!(alone.errors, 0, "the polite tenant's calls failed alone");
+    assert_eq!(
+        polite.errors, 0,
+        "the polite tenant's calls failed during the flood"
+    );
+    assert!(flood.requests > 0, "the flood sent nothing");
 }
 
 fn body(id: u64) -> Bytes {
@@ -271,8 +372,12 @@ fn body(id: u64) -> Bytes {
     ))
 }
 
-async fn one(client: &Client<HttpConnector, Full<Bytes>>, url: &str, id: u64) -> bool {
-    let req = Request::post(url)
+async fn one(client: &Client<HttpConnector, Full<Bytes>>, url: &str, id: u64, key: &str) -> bool {
+    let mut req = Request::post(url);
+    if !key.is_empty() {
+        req = req.header("x-api-key", key);
+    }
+    let req = req
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
@@ -309,6 +414,7 @@ async fn open_loop(
     rate: u64,
     dur: Duration,
     workers: usize,
+    key: &str,
 ) -> Phase {
     let total = (rate * dur.as_secs()).max(1);
     let interval = Duration::from_nanos(1_000_000_000 / rate);
@@ -317,6 +423,7 @@ async fn open_loop(
     for w in 0..workers as u64 {
         let client = client.clone();
         let url = url.to_owned();
+        let key = key.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             let mut errors = 0usize;
@@ -324,7 +431,7 @@ async fn open_loop(
             while i < total {
                 let due = start + interval * i as u32;
                 tokio::time::sleep_until(due).await;
-                if !one(&client, &url, i).await {
+                if !one(&client, &url, i, &key).await {
                     errors += 1;
                 }
                 out.push(due.elapsed());
@@ -359,6 +466,7 @@ async fn closed_loop(
     url: &str,
     workers: usize,
     dur: Duration,
+    key: &str,
 ) -> Phase {
     let start = Instant::now();
     let stop = start + dur;
@@ -366,11 +474,12 @@ async fn closed_loop(
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (client, url, results) = (client.clone(), url.to_owned(), results.clone());
+        let key = key.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while Instant::now() < stop {
                 let t = Instant::now();
-                let ok = one(&client, &url, (w as u64) << 32 | i).await;
+                let ok = one(&client, &url, (w as u64) << 32 | i, &key).await;
                 let mut r = results.lock().unwrap();
                 r.0.push(t.elapsed());
                 if !ok {
