@@ -161,26 +161,15 @@ async fn run(s: Settings, full: bool) {
     // measure the relay without the cost of the shipped policies.
     let policy_dir =
         std::env::var("LOAD_POLICY_DIR").unwrap_or_else(|_| format!("{repo}/policies"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = format!(
-        "listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {policy_dir}\n  hot_reload: false\nauth:\n  mode: static\n  principal: load@example.com\n  groups: [platform-admins]\naudit:\n  sink: {}\ntracing:\n  log_format: text\n",
-        dir.path().join("audit.jsonl").display()
+    let (_gateway, port) = spawn_gateway(
+        bin,
+        dir.path(),
+        &format!(
+            "upstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {policy_dir}\n  hot_reload: false\nauth:\n  mode: static\n  principal: load@example.com\n  groups: [platform-admins]\naudit:\n  sink: {}\ntracing:\n  log_format: text\n",
+            dir.path().join("audit.jsonl").display()
+        ),
     );
-    let cfg_path = dir.path().join("gateway.yaml");
-    std::fs::write(&cfg_path, config).unwrap();
-    let gw = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(&cfg_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start gateway");
-    let gw_pid = gw.id();
-    let _gateway = Proc(gw);
+    let gw_pid = _gateway.0.id();
     let gateway_url = format!("http://127.0.0.1:{port}/mcp");
 
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -294,26 +283,15 @@ async fn two_tenants(
         ));
     }
     std::fs::write(&keys, y).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = format!(
-        "listen: 127.0.0.1:{port}\nupstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {policy_dir}\n  hot_reload: false\nauth:\n  mode: api_key\n  file: {}\naudit:\n  sink: none\nlimits:\n  max_concurrent_requests: 4\n  max_queued_per_caller: {}\n",
-        keys.display(),
-        s.workers + 8,
+    let (_gateway, port) = spawn_gateway(
+        bin,
+        dir.path(),
+        &format!(
+            "upstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {policy_dir}\n  hot_reload: false\nauth:\n  mode: api_key\n  file: {}\naudit:\n  sink: none\nlimits:\n  max_concurrent_requests: 4\n  max_queued_per_caller: {}\n",
+            keys.display(),
+            s.workers + 8,
+        ),
     );
-    let cfg_path = dir.path().join("gateway.yaml");
-    std::fs::write(&cfg_path, config).unwrap();
-    let gw = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(&cfg_path)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the shared gateway");
-    let _gateway = Proc(gw);
     let url = format!("http://127.0.0.1:{port}/mcp");
     wait_ready(client, &format!("http://127.0.0.1:{port}/readyz")).await;
     let polite_rate = 50;
@@ -364,6 +342,26 @@ async fn two_tenants(
         "the polite tenant's calls failed during the flood"
     );
     assert!(flood.requests > 0, "the flood sent nothing");
+}
+
+/// Start `eks-mcp-gateway serve` with `config` (everything but `listen`) on a free loopback
+/// port; the process ends when the returned `Proc` drops.
+fn spawn_gateway(bin: &str, dir: &std::path::Path, config: &str) -> (Proc, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg_path = dir.join("gateway.yaml");
+    std::fs::write(&cfg_path, format!("listen: 127.0.0.1:{port}\n{config}")).unwrap();
+    let gw = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start gateway");
+    (Proc(gw), port)
 }
 
 fn body(id: u64) -> Bytes {
