@@ -501,14 +501,7 @@ impl Gateway {
                     return resp;
                 }
                 ConfirmStep::Refuse(refusal, approval) => {
-                    let denial = refusal_decision(&refusal, &decision);
-                    telemetry::record_error(
-                        &span,
-                        "confirmation_refused",
-                        Some(jsonrpc::POLICY_DENIED),
-                        &denial_text(&denial),
-                    );
-                    let resp = deny_response(&msg, &denial, era);
+                    let (denial, resp) = refusal_response(&msg, era, &decision, &span, &refusal);
                     log.decision = denial;
                     log.approval = Some(approval);
                     log.emit(&self).await;
@@ -1236,14 +1229,7 @@ impl Gateway {
             span,
             ..
         } = call;
-        let denial = refusal_decision(&refusal, &decision);
-        telemetry::record_error(
-            &span,
-            "confirmation_refused",
-            Some(jsonrpc::POLICY_DENIED),
-            &denial_text(&denial),
-        );
-        let resp = deny_response(&msg, &denial, era);
+        let (denial, resp) = refusal_response(&msg, era, &decision, &span, &refusal);
         let mut record = AuditApproval::outcome(refusal.outcome());
         if round_trip_ms.is_some() {
             record.round_trip_ms = round_trip_ms;
@@ -2106,16 +2092,31 @@ fn refuse(r: Refusal) -> ConfirmStep {
     ConfirmStep::Refuse(r, record)
 }
 
-/// The decision recorded and shown for a refused confirmation: a deny by the refusal's rule.
-fn refusal_decision(r: &Refusal, allowed: &Decision) -> Decision {
-    Decision {
+/// A refused confirmation: the decision recorded (a deny by the refusal's rule) and the tool
+/// error the client gets.
+fn refusal_response(
+    msg: &Message,
+    era: Era,
+    allowed: &Decision,
+    span: &tracing::Span,
+    r: &Refusal,
+) -> (Decision, Response<GatewayBody>) {
+    let denial = Decision {
         allow: false,
         reasons: vec![r.reason()],
         redact: allowed.redact.clone(),
         rules: vec![r.rule().to_owned()],
         role: None,
         confirm: None,
-    }
+    };
+    telemetry::record_error(
+        span,
+        "confirmation_refused",
+        Some(jsonrpc::POLICY_DENIED),
+        &denial_text(&denial),
+    );
+    let resp = deny_response(msg, &denial, era);
+    (denial, resp)
 }
 
 /// Remove the gateway's own answer and state from a confirmed retry: the upstream gets the

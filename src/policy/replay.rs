@@ -281,6 +281,19 @@ impl Replayer {
             );
             return;
         }
+        if let Some(a) = &rec.approval
+            && !matches!(a.outcome.as_str(), "asked" | "would_ask" | "accepted")
+        {
+            report.skip(
+                at,
+                Skip::ConfirmationRefused,
+                format!(
+                    "the gateway refused the person's confirmation ({}) after the policy allowed the call; the record holds that refusal, not a policy decision",
+                    a.outcome
+                ),
+            );
+            return;
+        }
         let new_input = match self.new.input(&rec) {
             Ok(i) => i,
             Err(e) => {
@@ -369,6 +382,10 @@ pub enum Skip {
     Incomplete,
     /// Longer than [`MAX_LINE`].
     TooLong,
+    /// The policy allowed the call once confirmed, and the gateway refused the confirmation
+    /// (declined, expired, tampered, ...): the record holds that refusal, not the policy's
+    /// decision, so there is nothing to compare a replay with.
+    ConfirmationRefused,
 }
 
 impl Skip {
@@ -379,6 +396,7 @@ impl Skip {
             Skip::NewerSchema => "newer schema",
             Skip::Incomplete => "cannot rebuild the input",
             Skip::TooLong => "line too long",
+            Skip::ConfirmationRefused => "confirmation refused by the gateway",
         }
     }
 }

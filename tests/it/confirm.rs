@@ -191,6 +191,16 @@ async fn accepted_confirmation_forwards_the_call_once_and_is_audited() {
     assert_eq!(approved["upstream"]["status"], 200, "{approved}");
     assert_eq!(recs[2]["decision"]["rules"], json!(["confirm.replayed"]));
     assert_eq!(recs[2]["approval"]["outcome"], "replayed");
+    // policy replay: the question and the accepted call decide as recorded; the refused
+    // replay is a gateway refusal, skipped rather than reported as a deny -> allow flip.
+    let mut replayer =
+        eks_mcp_gateway::policy::Replayer::load(&crate::harness::policy_dir(), None).unwrap();
+    let text = std::fs::read_to_string(&h.audit_path).unwrap();
+    let report = eks_mcp_gateway::policy::replay_bytes(&mut replayer, "audit", text.as_bytes());
+    assert_eq!(report.deny_to_allow, 0, "{}", report.to_text());
+    assert_eq!(report.allow_to_deny, 0, "{}", report.to_text());
+    assert_eq!(report.unchanged, 2, "{}", report.to_text());
+    assert_eq!(report.skipped, 1, "{}", report.to_text());
     let m = eks_mcp_gateway::metrics::global();
     for outcome in ["asked", "accepted", "replayed"] {
         assert!(

@@ -58,6 +58,35 @@ impl Peer {
     }
 }
 
+/// The stdio front of `gateway` over in-memory pipes: the client's side, the stop signal and
+/// the serving task.
+#[allow(clippy::type_complexity)]
+fn serve_in_memory(
+    gateway: std::sync::Arc<Gateway>,
+) -> (
+    Peer,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (client_in, server_in) = tokio::io::duplex(1 << 20);
+    let (server_out, client_out) = tokio::io::duplex(1 << 20);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(eks_mcp_gateway::stdio::serve(
+        gateway,
+        server_in,
+        server_out,
+        eks_mcp_gateway::stdio::Credential::None,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let peer = Peer {
+        input: client_in,
+        output: BufReader::new(client_out).lines(),
+    };
+    (peer, stop_tx, serving)
+}
+
 struct Setup {
     sim: SimHandle,
     audit: std::path::PathBuf,
@@ -102,22 +131,7 @@ async fn stdio_session_is_decided_redacted_and_audited_like_http() {
     );
     cfg.limits.max_body_bytes = 64 * 1024;
     let gateway = Gateway::build(cfg).await.unwrap();
-    let (client_in, server_in) = tokio::io::duplex(1 << 20);
-    let (server_out, client_out) = tokio::io::duplex(1 << 20);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(eks_mcp_gateway::stdio::serve(
-        gateway.clone(),
-        server_in,
-        server_out,
-        eks_mcp_gateway::stdio::Credential::None,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    let mut peer = Peer {
-        input: client_in,
-        output: BufReader::new(client_out).lines(),
-    };
+    let (mut peer, stop_tx, serving) = serve_in_memory(gateway.clone());
 
     // Session era: initialize opens an upstream session that later messages carry.
     let init = peer
@@ -524,22 +538,7 @@ async fn stdio_confirmations_in_both_eras() {
         &s.audit,
     );
     let gateway = Gateway::build(cfg).await.unwrap();
-    let (client_in, server_in) = tokio::io::duplex(1 << 20);
-    let (server_out, client_out) = tokio::io::duplex(1 << 20);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(eks_mcp_gateway::stdio::serve(
-        gateway.clone(),
-        server_in,
-        server_out,
-        eks_mcp_gateway::stdio::Credential::None,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    let mut peer = Peer {
-        input: client_in,
-        output: BufReader::new(client_out).lines(),
-    };
+    let (mut peer, stop_tx, serving) = serve_in_memory(gateway.clone());
     let patch = |replicas: u64| {
         json!({"operation": "patch", "cluster_name": "staging", "kind": "Deployment",
                "api_version": "apps/v1", "name": "payments-api", "namespace": "payments",
