@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::manifest::ManifestLimits;
 use crate::policy::PolicyError;
 
-mod names;
+pub mod names;
 mod yaml;
 
 /// File name of the catalogue inside the policy directory.

@@ -269,13 +269,31 @@ fn check_host_and_origin(
     req: &Request<Incoming>,
     local: SocketAddr,
 ) -> Result<(), Response<GatewayBody>> {
-    let host = req
-        .headers()
+    match host_origin_refusal(sec, req.headers(), req.uri(), local) {
+        None => Ok(()),
+        Some(why) => Err(json_error_status(
+            StatusCode::FORBIDDEN,
+            None,
+            crate::jsonrpc::INVALID_REQUEST,
+            why,
+        )),
+    }
+}
+
+/// Why a request's `Host` (or URI authority) or `Origin` is refused on a listener at
+/// `local`, or `None` when both are acceptable. Public for the `headers` fuzz target.
+#[doc(hidden)]
+pub fn host_origin_refusal(
+    sec: &SecurityConfig,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+    local: SocketAddr,
+) -> Option<&'static str> {
+    let host = headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-    let host_ok = match &host {
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let host_ok = match host {
         None => false,
         Some(h) if !sec.allowed_hosts.is_empty() => {
             let bare = strip_port(h);
@@ -286,14 +304,9 @@ fn check_host_and_origin(
         Some(h) => !local.ip().is_loopback() || is_loopback_host(strip_port(h)),
     };
     if !host_ok {
-        return Err(json_error_status(
-            StatusCode::FORBIDDEN,
-            None,
-            crate::jsonrpc::INVALID_REQUEST,
-            "Host header not allowed (security.allowed_hosts)",
-        ));
+        return Some("Host header not allowed (security.allowed_hosts)");
     }
-    if let Some(origin) = req.headers().get(http::header::ORIGIN) {
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         let allowed = sec
             .allowed_origins
@@ -303,20 +316,27 @@ fn check_host_and_origin(
                 && origin_is_loopback(origin)
                 && local.ip().is_loopback());
         if !allowed {
-            return Err(json_error_status(
-                StatusCode::FORBIDDEN,
-                None,
-                crate::jsonrpc::INVALID_REQUEST,
-                "Origin not allowed (security.allowed_origins)",
-            ));
+            return Some("Origin not allowed (security.allowed_origins)");
         }
     }
-    Ok(())
+    None
 }
 
+/// The host of a `Host` value (`host`, `host:port`, `[v6]`, `[v6]:port`). A value of any
+/// other shape (userinfo, text after the brackets) is returned whole, so it matches no
+/// loopback name: the fuzz target `headers` found `[::1]:8i@)` accepted as `::1`, which an
+/// authority parser reads as the host `)`.
 fn strip_port(host: &str) -> &str {
+    let port_ok = |p: &str| p.is_empty() || p.bytes().all(|b| b.is_ascii_digit());
     if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+        return match rest.split_once(']') {
+            Some((v6, after))
+                if after.is_empty() || after.strip_prefix(':').is_some_and(port_ok) =>
+            {
+                v6
+            }
+            _ => host,
+        };
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -477,5 +497,30 @@ mod tests {
         assert_eq!(strip_port("example.com"), "example.com");
         assert!(origin_is_loopback("http://127.0.0.1:3000"));
         assert!(!origin_is_loopback("http://evil.example"));
+    }
+
+    /// From the fuzz target `headers`: a bracketed host followed by anything but a port is
+    /// not a loopback Host (an authority parser reads `[::1]:8i@)` as the host `)`).
+    #[test]
+    fn a_host_of_another_shape_is_not_loopback() {
+        let sec = SecurityConfig::default();
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let uri = http::Uri::from_static("/mcp");
+        let refusal = |host: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::HOST, host.parse().unwrap());
+            host_origin_refusal(&sec, &h, &uri, local)
+        };
+        for bad in [
+            "[::1]:8i@)",
+            "[::1]x",
+            "[::1]:80@evil.example",
+            "localhost.evil.example",
+        ] {
+            assert!(refusal(bad).is_some(), "{bad} accepted");
+        }
+        for good in ["[::1]", "[::1]:8080", "localhost:8080", "127.0.0.1"] {
+            assert_eq!(refusal(good), None, "{good} refused");
+        }
     }
 }

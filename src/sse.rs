@@ -92,6 +92,14 @@ impl SseParser {
     }
 
     fn end_line(&mut self, line: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
+        // A finished line counts whole (field name, value, line end), the same measure `push`
+        // applies to a line still arriving, so whether a stream fits does not depend on how
+        // it was cut into chunks. (Counting only the value let a long field name or comment
+        // pass when it came in one chunk and fail when it came in two; found by fuzzing.)
+        if !line.is_empty() && self.current_size + line.len() + 1 > self.max_event_bytes {
+            return Err(SseError::TooLarge(self.max_event_bytes));
+        }
+        let raw_len = line.len();
         let mut line = line;
         if !self.started {
             self.started = true;
@@ -121,10 +129,7 @@ impl SseParser {
             }
             None => (text, ""),
         };
-        self.current_size += value.len() + 1;
-        if self.current_size > self.max_event_bytes {
-            return Err(SseError::TooLarge(self.max_event_bytes));
-        }
+        self.current_size += raw_len + 1;
         match field {
             "data" => {
                 if self.current.has_data {
@@ -249,6 +254,33 @@ mod tests {
         };
         assert!(e.has_data && e.data.is_empty());
         assert_eq!(&encode_event(e)[..], b"id: 0\ndata: \n\n");
+    }
+
+    /// Whether a stream fits the bound does not depend on its chunking. The fuzz target
+    /// `sse` found this (minimised: a 2-byte field name without a value, bound 1 byte): the
+    /// name was not counted when the line came whole, and was when it came in pieces.
+    #[test]
+    fn the_size_bound_does_not_depend_on_chunking() {
+        let stream: &[u8] = b"\x01\x00\n";
+        let whole = SseParser::new(1).push(stream);
+        let mut p = SseParser::new(1);
+        let pieces = p.push(&stream[..2]).and_then(|_| p.push(&stream[2..]));
+        assert_eq!(whole, Err(SseError::TooLarge(1)));
+        assert_eq!(pieces, Err(SseError::TooLarge(1)));
+        // A comment line longer than the bound is refused however it arrives, too.
+        let comment = b": 0123456789abcdef\n";
+        assert_eq!(SseParser::new(8).push(comment), Err(SseError::TooLarge(8)));
+        let mut p = SseParser::new(8);
+        assert_eq!(p.push(&comment[..4]), Ok(vec![]));
+        assert_eq!(p.push(&comment[4..]), Err(SseError::TooLarge(8)));
+        // A line that fits, fits in any chunking.
+        let ok = b"data: 0123\n\n";
+        for cut in 0..ok.len() {
+            let mut p = SseParser::new(11);
+            let mut items = p.push(&ok[..cut]).unwrap();
+            items.extend(p.push(&ok[cut..]).unwrap());
+            assert_eq!(items.len(), 1, "cut at {cut}");
+        }
     }
 
     #[test]

@@ -22,5 +22,7 @@ export VENV_AWS_PY="$VENV_AWS/bin/python"
 export MCP_PROXY_FOR_AWS="$VENV_AWS/bin/mcp-proxy-for-aws"
 # OPA's Rego engine (opa_bindings over libopabridge.so), for tests/it/opa.rs.
 export VENV_OPA_PY="$INTEROP_CACHE/venv-opa/bin/python"
+# cargo-fuzz, for the bounded fuzz run of scripts/test (scripts/fuzz).
+export CARGO_FUZZ="$INTEROP_CACHE/cargo-fuzz/bin/cargo-fuzz"
 export EKS_MCP_SERVER="$VENV_MCP/bin/awslabs.eks-mcp-server"
 unset _interop_repo

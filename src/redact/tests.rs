@@ -135,6 +135,27 @@ fn connection_strings_lose_only_the_password() {
             .1
             .is_empty()
     );
+    // A password with `@` in it (unencoded, as people write them) is the userinfo up to the
+    // last `@`, as URL parsers read it: none of it survives.
+    let (out, _) = text("DATABASE_URL=postgres://app:p@ssw0rd@db.internal:5432/app");
+    assert_eq!(
+        out,
+        "DATABASE_URL=postgres://app:[REDACTED:connection_string_password]@db.internal:5432/app"
+    );
+    // The fuzz target `redact_text`, minimised: the keyword detector took the `@` after
+    // `pwd:` and left `;`, which a second pass read as a new password. The whole password
+    // `@;` goes in one pass now, and a second pass changes nothing.
+    // (A second pass over that output is not yet idempotent with the keyword detector:
+    // docs/fuzzing.md, open findings.)
+    let (once, _) = text("kd://ppwd:@;@");
+    assert_eq!(once, "kd://ppwd:[REDACTED:connection_string_password]@");
+    // Also minimised by `redact_text`: a marker's own `:` is not a userinfo colon, so the
+    // redacted `p3://ppwd=…]@` (no password in it: its userinfo has no `:`) stays as it is.
+    let (once, _) = text("p3://ppwd=3]@");
+    assert_eq!(once, "p3://ppwd=[REDACTED:credential_assignment]]@");
+    // A password after a marker-looking user is still found.
+    let (out, _) = text("postgres://[REDACTED:jwt]:hunter2pw@db/x");
+    assert!(!out.contains("hunter2pw"), "{out}");
 }
 
 #[test]
@@ -849,4 +870,34 @@ fn identifiers_are_not_secrets() {
         let (out, found) = text(clean);
         assert_eq!(out, clean, "{found:?}");
     }
+}
+
+/// Redaction is idempotent: what it wrote is never found again. Inputs from the fuzz targets
+/// `redact_text` and `redact_json` (seeds from tests/redaction_corpus): a Secret's data value
+/// already redacted by one detector was re-marked by the Secret-data detector, changing the
+/// text (`redact_text`) or reporting a redaction that changed nothing (`redact_json`).
+#[test]
+fn redacting_redacted_output_changes_and_reports_nothing() {
+    for once in [
+        r#"{"kind": "Secret", "data": {".dockerconfigjson": "[REDACTED:docker_config]"}}"#,
+        "log line password=[REDACTED:credential_assignment]\n{\"kind\":\"Secret\",\"data\":{\"a\":\"[REDACTED:k8s_secret_data]\"}}",
+        "kind: Secret\ndata:\n  a: '[REDACTED:docker_config]'\n  b: [REDACTED:jwt]\n",
+    ] {
+        assert_eq!(text(once), (once.to_string(), vec![]), "{once}");
+        let mut msg = tool_result(&[once]);
+        let before = msg.clone();
+        assert_eq!(r().redact_message(&mut msg, &base()), vec![], "{once}");
+        assert_eq!(msg, before);
+    }
+    // A marker's `:` is not a separator (fuzz targets `redact_text` and `redact_json`,
+    // minimised): nothing is found again from inside a marker.
+    for once in [
+        "kind: Secret\ndata:\n  data:\n   x accessKeyId=[REDACTED:aws_access_key_id]   data:\n",
+        r#"{"kind": "Secret", "data": {"x.password=[REDACTED:credential_assignment],info": "[REDACTED:k8s_secret_data]"}}"#,
+    ] {
+        assert_eq!(text(once), (once.to_string(), vec![]), "{once}");
+    }
+    // A marker next to a value is still a value: that one is redacted.
+    let (out, _) = text("kind: Secret\ndata:\n  b: [REDACTED:jwt] hunter2\n");
+    assert!(!out.contains("hunter2"), "{out}");
 }

@@ -1651,18 +1651,23 @@ fn conn_string(b: &[u8], pos: usize, after: usize) -> Option<Span> {
     if pos - scheme_start < 2 || !b[scheme_start].is_ascii_alphabetic() {
         return None;
     }
+    // The authority ends at the path, query or fragment (or where the text stops looking
+    // like a URL); its userinfo runs to the LAST `@` in it and its password from the first
+    // `:` of the userinfo, as URL parsers (WHATWG, RFC 3986 readers such as urllib3 and
+    // libpq's) read `postgres://app:p@ss@db/x`: the password is `p@ss`. Stopping at the first
+    // `@` left the rest of such a password in the text (found by fuzzing: re-redacting the
+    // output found a new password). A marker this scanner wrote is one opaque unit: its `:`
+    // is not the userinfo's, or redacting a redacted text would find a "password" in it.
     let stop = |c: u8| {
         c.is_ascii_whitespace()
-            || matches!(
-                c,
-                b'/' | b'?' | b'#' | b'@' | b'"' | b'\'' | b'<' | b'>' | b'\\'
-            )
+            || matches!(c, b'/' | b'?' | b'#' | b'"' | b'\'' | b'<' | b'>' | b'\\')
     };
-    let user_end = run(b, after, |c| !stop(c) && c != b':');
-    if b.get(user_end) == Some(&b'@') {
+    let authority_end = run(b, after, |c| !stop(c));
+    let at = after + memchr::memrchr(b'@', &b[after..authority_end])?;
+    let Some(colon) = userinfo_colon(&b[after..at]) else {
         // `https://<token>@github.com/org/repo.git`: a token as the whole userinfo (a plain
         // user name such as `git@` or `deploy@` is short or has no digits).
-        let u = &b[after..user_end];
+        let u = &b[after..at];
         let tokenish = u.len() >= 20
             && u.iter()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'~'))
@@ -1670,16 +1675,13 @@ fn conn_string(b: &[u8], pos: usize, after: usize) -> Option<Span> {
             && u.iter().any(u8::is_ascii_alphabetic);
         return tokenish.then_some(Span {
             start: after,
-            end: user_end,
+            end: at,
             det: d::CONNECTION_STRING_PASSWORD,
         });
-    }
-    if b.get(user_end) != Some(&b':') {
-        return None;
-    }
-    let ps = user_end + 1;
-    let pe = run(b, ps, |c| !stop(c));
-    if pe == ps || b.get(pe) != Some(&b'@') {
+    };
+    let ps = after + colon + 1;
+    let pe = at;
+    if pe == ps {
         return None;
     }
     let pw = std::str::from_utf8(&b[ps..pe]).ok()?;
@@ -1688,6 +1690,57 @@ fn conn_string(b: &[u8], pos: usize, after: usize) -> Option<Span> {
         end: pe,
         det: d::CONNECTION_STRING_PASSWORD,
     })
+}
+
+/// The first `:` of a URL's userinfo, outside the `[REDACTED:<name>]` markers in it.
+fn userinfo_colon(u: &[u8]) -> Option<usize> {
+    work(u.len());
+    let mut i = 0;
+    while i < u.len() {
+        match u[i] {
+            b':' => return Some(i),
+            b'[' => i += marker_len(&u[i..]).unwrap_or(1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Whether position `at` lies inside a `[REDACTED:<name>]` marker (after its `[`, before
+/// its end). A detector that starts a value there has read the marker's own `:` as a
+/// `key: value` or `key=value` separator (found by fuzzing: `accessKeyId=[REDACTED:…]` in a
+/// Secret's data block, and a JSON Secret's value `password=[REDACTED:…],info`, were
+/// redacted again from `aws_access_key_id]` on). Such a span holds no secret of the text.
+fn starts_inside_a_marker(b: &[u8], at: usize) -> bool {
+    // A marker is at most `[REDACTED:` + a 48-character name + `]` long.
+    let from = at.saturating_sub(64);
+    let Some(open) = memchr::memrchr(b'[', &b[from..at]).map(|i| from + i) else {
+        return false;
+    };
+    marker_len(&b[open..]).is_some_and(|len| at < open + len)
+}
+
+/// `[REDACTED:<name>]` alone, perhaps between spaces and quotes (`"…"`, `'…'`, `\"…\"`).
+fn is_only_a_marker(v: &[u8]) -> bool {
+    let mut t = v.trim_ascii();
+    for q in [&b"\\\""[..], b"\"", b"'"] {
+        if let Some(inner) = t.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            t = inner;
+            break;
+        }
+    }
+    marker_len(t) == Some(t.len())
+}
+
+/// The length of the `[REDACTED:<name>]` marker `b` starts with, if it starts with one.
+fn marker_len(b: &[u8]) -> Option<usize> {
+    const OPEN: &[u8] = b"[REDACTED:";
+    let rest = b.strip_prefix(OPEN)?;
+    let name = rest
+        .iter()
+        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || **c == b'_')
+        .count();
+    (name > 0 && rest.get(name) == Some(&b']')).then_some(OPEN.len() + name + 1)
 }
 
 /// In a YAML document that declares `kind: Secret`: every value under `data:` / `stringData:`
@@ -1902,9 +1955,18 @@ fn json_secret_blocks(s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
 
 /// Sort spans, merge overlaps (the first-starting span names the merged one) and drop any
 /// span that does not fall on UTF-8 character boundaries (all detectors end on ASCII bytes).
+///
+/// A span that holds nothing but a marker this scanner wrote (`[REDACTED:docker_config]`,
+/// perhaps quoted) is dropped too: it holds no secret, and re-marking it under another
+/// detector's name made redaction not idempotent (found by fuzzing: a Secret's data value
+/// redacted as `docker_config` became `k8s_secret_data` on a second pass).
 fn normalise(s: &str, spans: &mut Vec<Span>) {
     spans.retain(|sp| {
-        sp.end > sp.start && s.is_char_boundary(sp.start) && s.is_char_boundary(sp.end)
+        sp.end > sp.start
+            && s.is_char_boundary(sp.start)
+            && s.is_char_boundary(sp.end)
+            && !is_only_a_marker(&s.as_bytes()[sp.start..sp.end])
+            && !starts_inside_a_marker(s.as_bytes(), sp.start)
     });
     if spans.len() < 2 {
         return;
