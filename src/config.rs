@@ -96,6 +96,11 @@ pub struct UpstreamConfig {
     /// Longest upstream `Retry-After` the gateway holds every caller's calls for.
     #[serde(default = "d_max_retry_after", with = "duration_str")]
     pub max_retry_after: Duration,
+    /// Read the upstream's `tools/list` at start (retrying until it answers) and again after
+    /// each `notifications/tools/list_changed`, so catalogue drift shows on `/readyz` and in
+    /// `mcp_gateway_catalogue_drift` before any client lists tools.
+    #[serde(default = "d_true")]
+    pub watch_tools: bool,
 }
 
 fn d_retries() -> u32 {

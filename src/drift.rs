@@ -169,6 +169,8 @@ pub fn skeleton(drift: &[Drift], tools: &[Value]) -> String {
 /// it) and the monitor (which compares it).
 pub struct ToolsSeen {
     tx: watch::Sender<Option<Arc<Vec<Value>>>>,
+    /// Woken by a relayed `notifications/tools/list_changed`: read the list again.
+    refresh: Arc<tokio::sync::Notify>,
     /// The current report, for `/readyz`.
     report: Mutex<Option<Vec<Drift>>>,
 }
@@ -177,6 +179,7 @@ impl Default for ToolsSeen {
     fn default() -> Self {
         ToolsSeen {
             tx: watch::channel(None).0,
+            refresh: Arc::new(tokio::sync::Notify::new()),
             report: Mutex::new(None),
         }
     }
@@ -193,6 +196,11 @@ impl ToolsSeen {
                 true
             }
         });
+    }
+
+    /// The upstream said its tools changed: the watcher (`upstream.watch_tools`) reads them.
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
     }
 
     /// The newest list, if one was seen.
@@ -258,6 +266,52 @@ pub fn spawn_monitor(seen: Arc<ToolsSeen>, policy: Arc<crate::policy::PolicyHand
     });
 }
 
+/// `upstream.watch_tools`: read the upstream's tools at start, retrying with backoff (1 s
+/// doubling to 60 s) until it answers, and again whenever `request_refresh` is called. Holds
+/// the gateway only while reading, and ends once the gateway is gone.
+pub fn spawn_watcher(gateway: std::sync::Weak<crate::pipeline::Gateway>) {
+    let Some(refresh) = gateway
+        .upgrade()
+        .map(|g| g.upstream.tools().refresh.clone())
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let Some(gw) = gateway.upgrade() else { return };
+            let fetched = fetch_tools(&gw.upstream, gw.signer.as_ref()).await;
+            let tools = gw.upstream.tools().clone();
+            drop(gw);
+            match fetched {
+                Ok(list) => {
+                    backoff = Duration::from_secs(1);
+                    tools.observe(list);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %format!("{e:#}"),
+                        retry_in = ?backoff,
+                        "could not read the upstream's tools/list for the catalogue check"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    continue;
+                }
+            }
+            // Wait for the next change notice; look every minute whether the gateway is gone.
+            loop {
+                tokio::select! {
+                    () = refresh.notified() => break,
+                    () = tokio::time::sleep(Duration::from_secs(60)) => {
+                        if gateway.strong_count() == 0 { return; }
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// The whole `tools/list` of a live upstream, asked the way a client asks (a session-era
 /// `initialize`, then every page of `tools/list`, then DELETE), through the forward stage,
 /// signed when `signer` is given: `catalogue diff` and `catalogue sync`.
@@ -272,7 +326,8 @@ pub async fn fetch_tools(
         auth: crate::identity::AuthKind::Static,
         claims: Default::default(),
     };
-    let session: std::cell::RefCell<Option<String>> = Default::default();
+    let session: std::sync::Mutex<Option<String>> = Default::default();
+    let session_id = || session.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let exchange = async |method: http::Method, body: Value| -> anyhow::Result<Option<Value>> {
         let bytes = if body.is_null() {
             bytes::Bytes::new()
@@ -288,7 +343,7 @@ pub async fn fetch_tools(
         if let Some(authority) = upstream.uri().authority() {
             builder = builder.header("host", authority.as_str());
         }
-        if let Some(s) = session.borrow().as_deref() {
+        if let Some(s) = session_id() {
             builder = builder.header(crate::mcp::H_SESSION_ID, s);
         }
         let (mut parts, ()) = builder.body(())?.into_parts();
@@ -299,7 +354,7 @@ pub async fn fetch_tools(
         let resp = upstream.send(req).await?;
         let status = resp.status();
         if let Some(s) = crate::mcp::header_str(resp.headers(), crate::mcp::H_SESSION_ID) {
-            *session.borrow_mut() = Some(s.to_owned());
+            *session.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.to_owned());
         }
         let sse = crate::mcp::header_str(resp.headers(), "content-type")
             .is_some_and(|c| c.starts_with("text/event-stream"));
@@ -370,7 +425,7 @@ pub async fn fetch_tools(
             _ => break,
         }
     }
-    if session.borrow().is_some() {
+    if session_id().is_some() {
         let _ = exchange(http::Method::DELETE, Value::Null).await;
     }
     Ok(tools)

@@ -6,6 +6,7 @@
 //! stage acts on it.
 use base64::Engine as _;
 use http::HeaderMap;
+use serde_json::Value;
 
 use crate::jsonrpc::Message;
 use crate::policy::Era;
@@ -117,6 +118,100 @@ pub fn check_headers(headers: &HeaderMap, msg: &Message, era: Era) -> Result<(),
     Ok(())
 }
 
+/// The arguments a tool's input schema mirrors into `Mcp-Param-{Name}` headers (2026-07-28,
+/// SEP-2243): every property, at any depth of nested `properties`, annotated
+/// `"x-mcp-header": "Name"`, as (path of argument keys, header name).
+pub fn mirrored_parameters(schema: &Value) -> Vec<(Vec<String>, String)> {
+    fn walk(schema: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (key, prop) in props {
+            path.push(key.clone());
+            if let Some(name) = prop.get("x-mcp-header").and_then(Value::as_str) {
+                out.push((path.clone(), name.to_owned()));
+            }
+            walk(prop, path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, &mut Vec::new(), &mut out);
+    out
+}
+
+/// Check the `Mcp-Param-*` headers of a `tools/call` against its arguments, for the
+/// parameters the tool's schema mirrors: an argument that is present (not null) needs its
+/// header with the same value (decoded from `=?base64?…?=`; integers and other numbers
+/// compared numerically, booleans as `true`/`false`), and a header needs its argument. The
+/// upstream may act on either, so they must say what the policy evaluated. Headers the
+/// schema does not declare are forwarded as they are, as the specification requires. In
+/// the session eras, where clients do not mirror, a missing header is not an error.
+pub fn check_param_headers(
+    headers: &HeaderMap,
+    schema: &Value,
+    arguments: Option<&Value>,
+    era: Era,
+) -> Result<(), HeaderMismatch> {
+    for (path, name) in mirrored_parameters(schema) {
+        let header = format!("{H_PARAM_PREFIX}{}", name.to_ascii_lowercase());
+        let mut values = headers.get_all(header.as_str()).iter();
+        let raw = values.next();
+        if values.next().is_some() {
+            return Err(HeaderMismatch(format!(
+                "Mcp-Param-{name} appears more than once"
+            )));
+        }
+        let arg = arguments
+            .and_then(|a| path.iter().try_fold(a, |v, k| v.get(k)))
+            .filter(|v| !v.is_null());
+        let shown = path.join(".");
+        match (arg, raw) {
+            (None, None) => {}
+            // Session-era clients do not mirror; only headers they do send are checked.
+            (Some(_), None) if era != Era::Stateless => {}
+            (Some(_), None) => {
+                return Err(HeaderMismatch(format!(
+                    "missing Mcp-Param-{name} header for argument {shown} (the tool mirrors it)"
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(HeaderMismatch(format!(
+                    "Mcp-Param-{name} header given, but the arguments carry no {shown}"
+                )));
+            }
+            (Some(v), Some(raw)) => {
+                let decoded = raw
+                    .to_str()
+                    .ok()
+                    .and_then(decode_header_value)
+                    .ok_or_else(|| {
+                        HeaderMismatch(format!("Mcp-Param-{name} header is not decodable"))
+                    })?;
+                let same = match v {
+                    Value::String(s) => *s == decoded,
+                    Value::Bool(b) => decoded == if *b { "true" } else { "false" },
+                    Value::Number(n) => match (n.as_i64(), decoded.trim().parse::<i64>()) {
+                        (Some(a), Ok(b)) => a == b,
+                        _ => n
+                            .as_f64()
+                            .zip(decoded.trim().parse::<f64>().ok())
+                            .is_some_and(|(a, b)| a == b),
+                    },
+                    // Objects and arrays cannot be mirrored: never equal to a header.
+                    _ => false,
+                };
+                if !same {
+                    return Err(HeaderMismatch(format!(
+                        "Mcp-Param-{name} header {decoded:?} does not match argument {shown} {v}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decode a header value, including the `=?base64?…?=` form used for values that are not
 /// header-safe.
 pub fn decode_header_value(raw: &str) -> Option<String> {
@@ -192,5 +287,83 @@ mod tests {
             ("mcp-name", "=?base64?Z2V0X3BvZF9sb2dz?="),
         ]);
         check_headers(&b64, &m, Era::Stateless).unwrap();
+    }
+
+    #[test]
+    fn mirrored_parameter_headers_must_say_what_the_arguments_say() {
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "cluster_name": {"type": "string", "x-mcp-header": "Cluster"},
+            "replicas": {"type": "integer", "x-mcp-header": "Replicas"},
+            "dry_run": {"type": "boolean", "x-mcp-header": "DryRun"},
+            "target": {"type": "object", "properties": {
+                "namespace": {"type": "string", "x-mcp-header": "Namespace"}}},
+            "body": {"type": "object"}}});
+        assert_eq!(
+            mirrored_parameters(&schema),
+            vec![
+                (vec!["cluster_name".to_owned()], "Cluster".to_owned()),
+                (vec!["replicas".to_owned()], "Replicas".to_owned()),
+                (vec!["dry_run".to_owned()], "DryRun".to_owned()),
+                (
+                    vec!["target".to_owned(), "namespace".to_owned()],
+                    "Namespace".to_owned()
+                ),
+            ]
+        );
+        let args = serde_json::json!({"cluster_name": "dev", "replicas": 3, "dry_run": false,
+            "target": {"namespace": "payments"}});
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            m
+        };
+        let all = [
+            ("mcp-param-cluster", "dev"),
+            ("mcp-param-replicas", "3"),
+            ("mcp-param-dryrun", "false"),
+            ("mcp-param-namespace", "=?base64?cGF5bWVudHM=?="),
+        ];
+        let check =
+            |pairs: &[(&str, &str)], era| check_param_headers(&h(pairs), &schema, Some(&args), era);
+        assert!(check(&all, Era::Stateless).is_ok());
+        // A value the policy did not evaluate.
+        let mut other = all;
+        other[3] = ("mcp-param-namespace", "kube-system");
+        let err = check(&other, Era::Stateless).unwrap_err().0;
+        assert!(
+            err.contains("Mcp-Param-Namespace") && err.contains("kube-system"),
+            "{err}"
+        );
+        other = all;
+        other[1] = ("mcp-param-replicas", "30");
+        assert!(check(&other, Era::Stateless).is_err());
+        // Missing in the stateless era; tolerated in the session era.
+        assert!(
+            check(&all[..3], Era::Stateless)
+                .unwrap_err()
+                .0
+                .contains("missing Mcp-Param-Namespace")
+        );
+        assert!(check(&all[..3], Era::Session).is_ok());
+        // A header without its argument, and a repeated header.
+        let no_ns = serde_json::json!({"cluster_name": "dev", "replicas": 3, "dry_run": false});
+        assert!(check_param_headers(&h(&all), &schema, Some(&no_ns), Era::Session).is_err());
+        let mut twice: Vec<(&str, &str)> = all.to_vec();
+        twice.push(("mcp-param-cluster", "dev"));
+        assert!(
+            check(&twice, Era::Stateless)
+                .unwrap_err()
+                .0
+                .contains("more than once")
+        );
+        // Undeclared Mcp-Param-* headers are not the gateway's to judge.
+        let mut extra: Vec<(&str, &str)> = all.to_vec();
+        extra.push(("mcp-param-region", "eu-west-1"));
+        assert!(check(&extra, Era::Stateless).is_ok());
     }
 }

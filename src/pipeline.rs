@@ -135,7 +135,7 @@ impl Gateway {
             policy.spawn_watcher(Duration::from_secs(1));
         }
         crate::drift::spawn_monitor(upstream.tools().clone(), policy.clone());
-        Ok(Arc::new(Gateway {
+        let gateway = Arc::new(Gateway {
             admission: Admission::new(
                 config.limits.max_concurrent_requests,
                 config.limits.max_queued_per_caller,
@@ -162,7 +162,12 @@ impl Gateway {
             approvals,
             operating_region,
             draining: std::sync::atomic::AtomicBool::new(false),
-        }))
+        });
+        // A stdio child is read at each start and after its own notice (forward::stdio).
+        if gateway.config.upstream.watch_tools && !gateway.upstream.is_stdio() {
+            crate::drift::spawn_watcher(Arc::downgrade(&gateway));
+        }
+        Ok(gateway)
     }
 
     /// Mark this replica as shutting down: `/readyz` answers 503 from now on, so a load
@@ -177,7 +182,6 @@ impl Gateway {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Entry point for requests on the MCP path (after Origin/Host checks in `front`).
     /// Run `work` on the blocking pool when `size` is at least `limits.inspect_offload_bytes`
     /// (else inline): classify, decide and redact are CPU-bound, and a large input must not
     /// hold an async worker that other callers' calls need. At most
@@ -231,6 +235,7 @@ impl Gateway {
         }
     }
 
+    /// Entry point for requests on the MCP path (after Origin/Host checks in `front`).
     pub async fn handle_mcp(self: Arc<Self>, req: Request<Incoming>) -> Response<GatewayBody> {
         let started = Instant::now();
         // authenticate: before anything else is read.
@@ -336,6 +341,25 @@ impl Gateway {
                 jsonrpc::HEADER_MISMATCH,
                 &why,
             );
+        }
+        // Mcp-Param-* headers the upstream's schema declares must say what the body says:
+        // the policy decides on the body, the upstream may read the header.
+        if let (Kind::Request { .. }, Some("tools/call")) = (&msg.kind, msg.method())
+            && let Some(schema) = msg
+                .target_name()
+                .and_then(|name| self.upstream.tools().input_schema(name))
+        {
+            let args = msg.params().and_then(|p| p.get("arguments"));
+            if let Err(mcp::HeaderMismatch(why)) =
+                mcp::check_param_headers(&parts.headers, &schema, args, era)
+            {
+                return json_error_status(
+                    StatusCode::BAD_REQUEST,
+                    msg.id(),
+                    jsonrpc::HEADER_MISMATCH,
+                    &why,
+                );
+            }
         }
         let method = msg.method().unwrap_or(METHOD_CLIENT_RESPONSE).to_owned();
         let span = telemetry::request_span(
@@ -1595,6 +1619,9 @@ impl Relay {
     /// message may have changed (`false` means it is exactly as it came). The redactor
     /// reports every change it makes, so no redaction means no change.
     fn process_message(&self, msg: &mut Value) -> bool {
+        if msg.get("method").and_then(Value::as_str) == Some("notifications/tools/list_changed") {
+            self.gateway.upstream.tools().request_refresh();
+        }
         let is_our_response = self.request_id.is_some()
             && msg.get("id") == self.request_id.as_ref()
             && msg.get("method").is_none();

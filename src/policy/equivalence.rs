@@ -9,8 +9,11 @@ use serde_json::{Value, json};
 use super::*;
 
 fn shipped() -> PolicyEngine {
+    // Decisions are compared, not timed: a loaded test machine must not turn a slow
+    // evaluation into a fail-closed answer on one side only.
     let cfg = PolicyConfig {
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        eval_timeout: std::time::Duration::from_secs(30),
         ..PolicyConfig::default()
     };
     PolicyEngine::load(&cfg).expect("shipped policies load")

@@ -181,7 +181,7 @@ pub struct Fault {
 /// State shared by every connection of one simulator instance.
 pub(crate) struct Shared {
     cfg: SimConfig,
-    catalogue: tools::Catalogue,
+    catalogue: std::sync::RwLock<tools::Catalogue>,
     world: Mutex<World>,
     sessions: Mutex<HashMap<String, transport::Session>>,
     /// Open stateless-era `subscriptions/listen` streams.
@@ -210,6 +210,11 @@ impl Shared {
         }
         Some(fault)
     }
+}
+
+/// Read a lock, recovering the data if a panicking thread poisoned it.
+fn read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Lock a mutex, recovering the data if a panicking thread poisoned it (test servers should
@@ -293,6 +298,29 @@ impl SimHandle {
     }
 
     /// Run `f` on the simulated world (inspect or change the clusters directly).
+    /// Serve `tools` from now on (drift tests: the upstream's tools change while the gateway
+    /// runs) and tell every session with `notifications/tools/list_changed` (on its GET
+    /// stream; the capability still says `listChanged: false`, as the hosted server's does, so
+    /// only a test that calls this sends it).
+    pub fn set_tools(&self, tools: Vec<serde_json::Value>) {
+        *self
+            .shared
+            .catalogue
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) =
+            tools::Catalogue::with_tools(self.shared.cfg.tool_names, tools);
+        let note =
+            serde_json::json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+        for session in lock(&self.shared.sessions).values_mut() {
+            session.notify(&note);
+        }
+    }
+
+    /// The tool definitions served now.
+    pub fn tools(&self) -> Vec<serde_json::Value> {
+        read(&self.shared.catalogue).list().to_vec()
+    }
+
     pub fn with_world<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
         f(&mut lock(&self.shared.world))
     }
@@ -331,6 +359,12 @@ pub fn sample_world() -> World {
     World::sample()
 }
 
+/// The built-in tool definitions for `names` (what `tools/list` serves without
+/// `SimConfig::tools`): tests derive drifted lists from it.
+pub fn tool_definitions(names: ToolNames) -> Vec<serde_json::Value> {
+    tools::Catalogue::new(names).list().to_vec()
+}
+
 fn catalogue_of(cfg: &SimConfig) -> tools::Catalogue {
     match &cfg.tools {
         Some(list) => tools::Catalogue::with_tools(cfg.tool_names, list.clone()),
@@ -341,7 +375,7 @@ fn catalogue_of(cfg: &SimConfig) -> tools::Catalogue {
 /// The state of a simulator with no listener (the stdio transport).
 fn shared_state(cfg: SimConfig) -> Arc<Shared> {
     Arc::new(Shared {
-        catalogue: catalogue_of(&cfg),
+        catalogue: std::sync::RwLock::new(catalogue_of(&cfg)),
         world: Mutex::new(World::sample()),
         sessions: Mutex::new(HashMap::new()),
         listeners: Mutex::new(Vec::new()),
@@ -374,7 +408,7 @@ pub async fn start(
     }
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
-        catalogue: catalogue_of(&cfg),
+        catalogue: std::sync::RwLock::new(catalogue_of(&cfg)),
         world: Mutex::new(World::sample()),
         sessions: Mutex::new(HashMap::new()),
         listeners: Mutex::new(Vec::new()),

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::world::World;
-use super::{Shared, lock, tools};
+use super::{Shared, lock, read, tools};
 
 /// Session-era protocol versions, oldest first.
 pub(crate) const LEGACY_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
@@ -155,7 +155,7 @@ pub(crate) fn handle(shared: &Shared, era: &Era, method: &str, params: &Value) -
             "serverInfo": server_info(),
             "instructions": INSTRUCTIONS,
         })),
-        "tools/list" => paginated(params, || json!({"tools": shared.catalogue.list()})),
+        "tools/list" => paginated(params, || json!({"tools": read(&shared.catalogue).list()})),
         "tools/call" => call_tool(shared, era, params),
         "resources/list" => paginated(
             params,
@@ -222,7 +222,12 @@ fn call_tool(shared: &Shared, era: &Era, params: &Value) -> Handled {
     };
     let output = {
         let mut world = lock(&shared.world);
-        tools::call(&mut world, &shared.catalogue, name, params.get("arguments"))
+        tools::call(
+            &mut world,
+            &read(&shared.catalogue),
+            name,
+            params.get("arguments"),
+        )
     };
     let Ok(output) = output else {
         return Handled::error(RpcError::invalid_params(format!("Unknown tool: {name}")));

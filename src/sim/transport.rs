@@ -68,7 +68,7 @@ impl Session {
     }
 
     /// Queue a server→client message for the GET stream (kept for resumption either way).
-    fn notify(&mut self, message: &Value) {
+    pub(crate) fn notify(&mut self, message: &Value) {
         let id = self.allocate_id();
         let event = Bytes::from(format!("id: {id}\nevent: message\ndata: {message}\n\n"));
         self.history.push_back((id, event.clone()));

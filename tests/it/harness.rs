@@ -166,6 +166,7 @@ impl Harness {
         )
         .unwrap();
         cfg.upstream.command = Some(command);
+        cfg.upstream.watch_tools = false;
         let base = base_config(
             "http://127.0.0.1:1/mcp",
             principal,
@@ -390,6 +391,8 @@ pub fn base_config(
     };
     cfg.audit.sink = audit_path.display().to_string();
     cfg.limits.shutdown_grace = Duration::from_secs(5);
+    // Tests count what the upstream receives; the drift tests turn the watcher back on.
+    cfg.upstream.watch_tools = false;
     cfg
 }
 

@@ -8,6 +8,7 @@ mod core;
 mod credentials;
 mod deploy;
 mod dos;
+mod drift;
 mod fairness;
 mod faults;
 mod identity;
