@@ -132,7 +132,10 @@ async fn serve_one(
             drop(sock);
         }
         Script::Gated { gate, bytes } => {
-            let _permit = gate.acquire().await;
+            // One permit, one answer: the permit is used up, not handed back.
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
             let _ = sock.write_all(bytes).await;
             let _ = sock.shutdown().await;
         }
