@@ -346,12 +346,11 @@ impl Catalogue {
     /// `evil.example.com`) is `unknown` even when a built-in kind has the same name.
     pub fn scope(&self, kind: Option<&str>, api_version: Option<&str>) -> &'static str {
         let Some(kind) = kind else { return "unknown" };
-        if let Some(av) = api_version {
-            if let Some((group, _)) = av.split_once('/') {
-                if group.contains('.') && !group.ends_with(".k8s.io") {
-                    return "unknown";
-                }
-            }
+        if let Some((group, _)) = api_version.and_then(|av| av.split_once('/'))
+            && group.contains('.')
+            && !group.ends_with(".k8s.io")
+        {
+            return "unknown";
         }
         let element = kind
             .strip_suffix("List")
@@ -360,7 +359,11 @@ impl Catalogue {
         let place = |k: &str| {
             if self.cluster_scoped.contains(k) {
                 Some("cluster")
-            } else if self.kinds.values().any(|c| c == k) {
+            } else if self
+                .kinds
+                .get(&k.to_ascii_lowercase())
+                .is_some_and(|c| c == k)
+            {
                 Some("namespaced")
             } else {
                 None

@@ -14,7 +14,7 @@
 //! or the policy revision changes, sets `mcp_gateway_catalogue_drift{kind,tool}`, logs each
 //! change once, and keeps the text `/readyz` shows. The same comparison serves
 //! `eks-mcp-gateway catalogue diff` and the skeleton entries of `catalogue sync`.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -171,6 +171,9 @@ pub struct ToolsSeen {
     tx: watch::Sender<Option<Arc<Vec<Value>>>>,
     /// Woken by a relayed `notifications/tools/list_changed`: read the list again.
     refresh: Arc<tokio::sync::Notify>,
+    /// For the newest list, the tools whose schema mirrors arguments into `Mcp-Param-*`
+    /// headers, with those parameters: computed once per list, looked up per call.
+    mirrors: Mutex<HashMap<String, Arc<[crate::mcp::Mirrored]>>>,
     /// The current report, for `/readyz`.
     report: Mutex<Option<Vec<Drift>>>,
 }
@@ -180,6 +183,7 @@ impl Default for ToolsSeen {
         ToolsSeen {
             tx: watch::channel(None).0,
             refresh: Arc::new(tokio::sync::Notify::new()),
+            mirrors: Mutex::new(HashMap::new()),
             report: Mutex::new(None),
         }
     }
@@ -192,6 +196,15 @@ impl ToolsSeen {
             if cur.as_deref() == Some(&tools) {
                 false
             } else {
+                let mirrors = tools
+                    .iter()
+                    .filter_map(|t| {
+                        let name = t.get("name")?.as_str()?;
+                        let m = crate::mcp::mirrored_parameters(t.get("inputSchema")?);
+                        (!m.is_empty()).then(|| (name.to_owned(), Arc::from(m)))
+                    })
+                    .collect();
+                *self.mirrors.lock().unwrap_or_else(|p| p.into_inner()) = mirrors;
                 *cur = Some(Arc::new(tools));
                 true
             }
@@ -208,14 +221,14 @@ impl ToolsSeen {
         self.tx.borrow().clone()
     }
 
-    /// The input schema of a tool in the newest list.
-    pub fn input_schema(&self, name: &str) -> Option<Value> {
-        let tools = self.tx.borrow();
-        tools
-            .as_ref()?
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
-            .and_then(|t| t.get("inputSchema").cloned())
+    /// The parameters a tool of the newest list mirrors into `Mcp-Param-*` headers (None
+    /// when it mirrors none, or the tool is not listed).
+    pub fn mirrored(&self, name: &str) -> Option<Arc<[crate::mcp::Mirrored]>> {
+        self.mirrors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// `/readyz` detail: drift never makes the replica unready, it is reported.

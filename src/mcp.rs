@@ -118,11 +118,14 @@ pub fn check_headers(headers: &HeaderMap, msg: &Message, era: Era) -> Result<(),
     Ok(())
 }
 
+/// One mirrored parameter: the path of argument keys, and the header's `{Name}`.
+pub type Mirrored = (Vec<String>, String);
+
 /// The arguments a tool's input schema mirrors into `Mcp-Param-{Name}` headers (2026-07-28,
 /// SEP-2243): every property, at any depth of nested `properties`, annotated
-/// `"x-mcp-header": "Name"`, as (path of argument keys, header name).
-pub fn mirrored_parameters(schema: &Value) -> Vec<(Vec<String>, String)> {
-    fn walk(schema: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+/// `"x-mcp-header": "Name"`.
+pub fn mirrored_parameters(schema: &Value) -> Vec<Mirrored> {
+    fn walk(schema: &Value, path: &mut Vec<String>, out: &mut Vec<Mirrored>) {
         let Some(props) = schema.get("properties").and_then(Value::as_object) else {
             return;
         };
@@ -141,7 +144,7 @@ pub fn mirrored_parameters(schema: &Value) -> Vec<(Vec<String>, String)> {
 }
 
 /// Check the `Mcp-Param-*` headers of a `tools/call` against its arguments, for the
-/// parameters the tool's schema mirrors: an argument that is present (not null) needs its
+/// parameters the tool's schema mirrors (`mirrored_parameters`): an argument that is present (not null) needs its
 /// header with the same value (decoded from `=?base64?…?=`; integers and other numbers
 /// compared numerically, booleans as `true`/`false`), and a header needs its argument. The
 /// upstream may act on either, so they must say what the policy evaluated. Headers the
@@ -149,11 +152,11 @@ pub fn mirrored_parameters(schema: &Value) -> Vec<(Vec<String>, String)> {
 /// the session eras, where clients do not mirror, a missing header is not an error.
 pub fn check_param_headers(
     headers: &HeaderMap,
-    schema: &Value,
+    mirrored: &[Mirrored],
     arguments: Option<&Value>,
     era: Era,
 ) -> Result<(), HeaderMismatch> {
-    for (path, name) in mirrored_parameters(schema) {
+    for (path, name) in mirrored {
         let header = format!("{H_PARAM_PREFIX}{}", name.to_ascii_lowercase());
         let mut values = headers.get_all(header.as_str()).iter();
         let raw = values.next();
@@ -328,8 +331,9 @@ mod tests {
             ("mcp-param-dryrun", "false"),
             ("mcp-param-namespace", "=?base64?cGF5bWVudHM=?="),
         ];
-        let check =
-            |pairs: &[(&str, &str)], era| check_param_headers(&h(pairs), &schema, Some(&args), era);
+        let check = |pairs: &[(&str, &str)], era| {
+            check_param_headers(&h(pairs), &mirrored_parameters(&schema), Some(&args), era)
+        };
         assert!(check(&all, Era::Stateless).is_ok());
         // A value the policy did not evaluate.
         let mut other = all;
@@ -352,7 +356,15 @@ mod tests {
         assert!(check(&all[..3], Era::Session).is_ok());
         // A header without its argument, and a repeated header.
         let no_ns = serde_json::json!({"cluster_name": "dev", "replicas": 3, "dry_run": false});
-        assert!(check_param_headers(&h(&all), &schema, Some(&no_ns), Era::Session).is_err());
+        assert!(
+            check_param_headers(
+                &h(&all),
+                &mirrored_parameters(&schema),
+                Some(&no_ns),
+                Era::Session
+            )
+            .is_err()
+        );
         let mut twice: Vec<(&str, &str)> = all.to_vec();
         twice.push(("mcp-param-cluster", "dev"));
         assert!(

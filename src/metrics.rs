@@ -108,7 +108,8 @@ pub struct Metrics {
     /// event at least `limits.inspect_offload_bytes`) run on the blocking pool. Label:
     /// `outcome` (`done`, `timeout`).
     pub inspections_offloaded_total: IntCounterVec,
-    /// Large inspections running or waiting for a slot now.
+    /// Requests waiting on a large inspection now (for a slot or for the work). A request whose
+    /// inspection timed out stops counting, though its thread finishes the work.
     pub inspections_in_flight: IntGauge,
     /// The upstream circuit breaker: 0 closed, 1 open (failing fast), 2 probing.
     pub upstream_breaker_state: IntGauge,
@@ -368,7 +369,7 @@ impl Metrics {
             inspections_in_flight: gauge(
                 &r,
                 "mcp_gateway_inspections_in_flight",
-                "Large inspections running or waiting for a slot.",
+                "Requests waiting on a large inspection (for a slot or for the work).",
             ),
             upstream_breaker_state: gauge(
                 &r,

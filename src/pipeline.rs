@@ -345,13 +345,13 @@ impl Gateway {
         // Mcp-Param-* headers the upstream's schema declares must say what the body says:
         // the policy decides on the body, the upstream may read the header.
         if let (Kind::Request { .. }, Some("tools/call")) = (&msg.kind, msg.method())
-            && let Some(schema) = msg
+            && let Some(mirrored) = msg
                 .target_name()
-                .and_then(|name| self.upstream.tools().input_schema(name))
+                .and_then(|name| self.upstream.tools().mirrored(name))
         {
             let args = msg.params().and_then(|p| p.get("arguments"));
             if let Err(mcp::HeaderMismatch(why)) =
-                mcp::check_param_headers(&parts.headers, &schema, args, era)
+                mcp::check_param_headers(&parts.headers, &mirrored, args, era)
             {
                 return json_error_status(
                     StatusCode::BAD_REQUEST,

@@ -244,17 +244,12 @@ async fn listed_with(
     args: Value,
     extra: &[(&str, &str)],
 ) -> crate::harness::Reply {
-    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
-        "name": "list_k8s_resources", "arguments": args,
-        "_meta": {"io.modelcontextprotocol/protocolVersion": crate::harness::STATELESS}}});
-    let mut headers = vec![
-        ("mcp-protocol-version", crate::harness::STATELESS),
-        ("mcp-method", "tools/call"),
-        ("mcp-name", "list_k8s_resources"),
-    ];
-    headers.extend_from_slice(extra);
-    c.post_raw(serde_json::to_vec(&body).unwrap(), &headers)
-        .await
+    c.stateless_with(
+        "tools/call",
+        json!({"name": "list_k8s_resources", "arguments": args}),
+        extra,
+    )
+    .await
 }
 
 #[tokio::test]

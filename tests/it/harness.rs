@@ -617,7 +617,17 @@ impl McpClient {
     }
 
     /// A stateless-era (2026-07-28) request with the required headers.
-    pub async fn stateless(&self, method: &str, mut params: Value) -> Reply {
+    pub async fn stateless(&self, method: &str, params: Value) -> Reply {
+        self.stateless_with(method, params, &[]).await
+    }
+
+    /// A stateless-era request with `extra` headers besides the mirrored standard ones.
+    pub async fn stateless_with(
+        &self,
+        method: &str,
+        mut params: Value,
+        extra: &[(&str, &str)],
+    ) -> Reply {
         let id = self.next_id();
         params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!(STATELESS);
         let name = params
@@ -630,6 +640,7 @@ impl McpClient {
         if let Some(n) = &name {
             headers.push(("mcp-name", n.as_str()));
         }
+        headers.extend_from_slice(extra);
         let client = McpClient {
             session: None,
             protocol: None,

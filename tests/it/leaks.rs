@@ -77,6 +77,13 @@ async fn assert_audit_clean(h: &Harness, at_least: usize, planted: &[&str]) {
     assert_none_visible("audit trail", &all, planted);
 }
 
+/// Capture every event (down to TRACE) the gateway logs while the guard lives.
+fn capture_logs() -> (LogCapture, tracing::subscriber::DefaultGuard) {
+    let logs = LogCapture::default();
+    let guard = logs.install_at(tracing::Level::TRACE);
+    (logs, guard)
+}
+
 /// The gateway logged while the test ran (the capture is the test thread's subscriber and the
 /// runtime is single-threaded), and none of it holds a planted value.
 fn assert_logs_clean(logs: &LogCapture, planted: &[&str]) {
@@ -90,8 +97,7 @@ fn assert_logs_clean(logs: &LogCapture, planted: &[&str]) {
 
 #[tokio::test]
 async fn pod_logs_lose_split_embedded_and_encoded_secrets() {
-    let logs = LogCapture::default();
-    let _capture = logs.install_at(tracing::Level::TRACE);
+    let (logs, _capture) = capture_logs();
     let h = Harness::start().await;
     let mut c = h.client();
     c.initialize().await;
@@ -119,8 +125,7 @@ async fn pod_logs_lose_split_embedded_and_encoded_secrets() {
 
 #[tokio::test]
 async fn container_args_lose_flag_values_and_split_keys() {
-    let logs = LogCapture::default();
-    let _capture = logs.install_at(tracing::Level::TRACE);
+    let (logs, _capture) = capture_logs();
     let h = Harness::start().await;
     let mut c = h.client();
     c.initialize().await;
@@ -144,8 +149,7 @@ async fn container_args_lose_flag_values_and_split_keys() {
 
 #[tokio::test]
 async fn configmap_formats_and_encodings_are_redacted() {
-    let logs = LogCapture::default();
-    let _capture = logs.install_at(tracing::Level::TRACE);
+    let (logs, _capture) = capture_logs();
     let h = Harness::start().await;
     let mut c = h.client();
     c.initialize().await;
@@ -182,8 +186,7 @@ async fn configmap_formats_and_encodings_are_redacted() {
 
 #[tokio::test]
 async fn cloudformation_parameters_lose_their_values_but_not_their_keys() {
-    let logs = LogCapture::default();
-    let _capture = logs.install_at(tracing::Level::TRACE);
+    let (logs, _capture) = capture_logs();
     let h = Harness::start().await;
     let mut c = h.client();
     c.initialize().await;
