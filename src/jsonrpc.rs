@@ -579,6 +579,22 @@ mod tests {
     }
 
     #[test]
+    fn numbers_beyond_64_bits_forward_as_the_float_that_was_evaluated() {
+        // Found by the jsonrpc fuzz target: without serde_json's `float_roundtrip`, the
+        // forwarded spelling read back one ulp apart and printed differently.
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"ie":18473764440749155615,"f":18446.7440537790555}}}"#;
+        let msg = parse_message(body).unwrap();
+        let bytes = msg.to_bytes();
+        let again = parse_message(&bytes).unwrap();
+        assert_eq!(again.value, msg.value);
+        assert_eq!(again.to_bytes(), bytes);
+        assert_eq!(
+            msg.value["params"]["arguments"]["ie"].as_f64(),
+            Some(18473764440749155615.0)
+        );
+    }
+
+    #[test]
     fn error_response_shape() {
         let v = error_response(Some(&Value::from(7)), POLICY_DENIED, "denied", None);
         assert_eq!(v["id"], 7);
