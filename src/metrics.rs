@@ -225,6 +225,14 @@ impl Metrics {
         for result in ["written", "rejected", "disabled", "write_error"] {
             m.audit_records_total.with_label_values(&[result]);
         }
+        // Callers in none of the policy data's groups, so the shared-gateway alerts see the
+        // series before the first refusal.
+        for class in ["read", "sensitive", "write", "unknown", "other"] {
+            for limit in ["rate", "concurrency", "bytes", "callers"] {
+                m.caller_limited_total
+                    .with_label_values(&[OTHER_GROUP, class, limit]);
+            }
+        }
         for limit in REFUSAL_LIMITS {
             m.requests_refused_total.with_label_values(&[limit]);
         }
