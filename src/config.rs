@@ -216,10 +216,13 @@ pub struct LimitsConfig {
     /// so that one source cannot hold every slot of `max_concurrent_requests`.
     #[serde(default = "d_per_source")]
     pub max_requests_per_source: usize,
-    /// Requests in flight at once (POST/DELETE); beyond this the client gets HTTP 503.
+    /// Requests in flight at once (each holds its slot until its response or stream ends);
+    /// beyond this a request waits its caller's turn (`max_queued_per_caller`), and the
+    /// front sheds at once (HTTP 503) anything beyond `max_concurrent_requests +
+    /// max_queued_requests` not yet answered.
     #[serde(default = "d_concurrent")]
     pub max_concurrent_requests: usize,
-    /// Open SSE streams at once (GET streams and streamed POST responses).
+    /// Open GET streams at once; beyond it a GET gets HTTP 503 before authentication.
     #[serde(default = "d_streams")]
     pub max_sse_streams: usize,
     /// How long SIGTERM waits for in-flight work before closing connections.

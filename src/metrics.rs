@@ -102,6 +102,11 @@ pub struct Metrics {
     pub caller_limited_total: IntCounterVec,
     /// Requests waiting for one of the `limits.max_concurrent_requests` slots.
     pub queued_requests: IntGauge,
+    /// Requests the front refused with 503 before the pipeline. Label: `limit` (`source`:
+    /// `limits.max_requests_per_source`; `requests`: every slot and queue taken; `streams`:
+    /// `limits.max_sse_streams`; `queue_full`: the caller's queue; `queue_timeout`: waited
+    /// `limits.queue_timeout`).
+    pub requests_refused_total: IntCounterVec,
     /// Callers whose limits this replica currently remembers (at most `limits.max_callers`).
     pub callers_tracked: IntGauge,
     /// Large inspections (classify + decide of a request, redaction of a response or SSE
@@ -124,7 +129,8 @@ pub struct Metrics {
     pub open_sessions: IntGauge,
     /// SSE streams currently relayed.
     pub open_sse_streams: IntGauge,
-    /// Requests currently in the pipeline.
+    /// Requests past the front's global request limit and not yet answered (to the response
+    /// head; streams are counted by `open_sse_streams`).
     pub inflight_requests: IntGauge,
     /// AWS credential refreshes. Label: `result` (`ok`, `error`).
     pub credential_refreshes_total: IntCounterVec,
@@ -194,6 +200,15 @@ fn histogram_vec(
     m
 }
 
+/// The `limit` label values of `mcp_gateway_requests_refused_total`.
+pub const REFUSAL_LIMITS: [&str; 5] = [
+    "source",
+    "requests",
+    "streams",
+    "queue_full",
+    "queue_timeout",
+];
+
 impl Metrics {
     /// A registry with every metric, and the series of every fixed label value at zero: an
     /// alert on `increase(...{result="error"}[5m])` needs the series to exist before the
@@ -209,6 +224,17 @@ impl Metrics {
         }
         for result in ["written", "rejected", "disabled", "write_error"] {
             m.audit_records_total.with_label_values(&[result]);
+        }
+        // Callers in none of the policy data's groups, so the shared-gateway alerts see the
+        // series before the first refusal.
+        for class in ["read", "sensitive", "write", "unknown", "other"] {
+            for limit in ["rate", "concurrency", "bytes", "callers"] {
+                m.caller_limited_total
+                    .with_label_values(&[OTHER_GROUP, class, limit]);
+            }
+        }
+        for limit in REFUSAL_LIMITS {
+            m.requests_refused_total.with_label_values(&[limit]);
         }
         for reason in ["throttled", "circuit_open"] {
             m.upstream_held_total.with_label_values(&[reason]);
@@ -371,6 +397,12 @@ impl Metrics {
                 "mcp_gateway_inspections_in_flight",
                 "Requests waiting on a large inspection (for a slot or for the work).",
             ),
+            requests_refused_total: counter_vec(
+                &r,
+                "mcp_gateway_requests_refused_total",
+                "Requests refused with 503 by a limit of the front, by limit.",
+                &["limit"],
+            ),
             upstream_breaker_state: gauge(
                 &r,
                 "mcp_gateway_upstream_breaker_state",
@@ -406,7 +438,7 @@ impl Metrics {
             inflight_requests: gauge(
                 &r,
                 "mcp_gateway_inflight_requests",
-                "Requests currently in the pipeline.",
+                "Requests past the front's global request limit and not yet answered (to the response head).",
             ),
             credential_refreshes_total: counter_vec(
                 &r,

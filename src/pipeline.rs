@@ -24,9 +24,9 @@ use hyper::body::{Frame, Incoming};
 
 use crate::forward::UpstreamBody;
 use serde_json::{Map, Value};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::admission::{Admission, Refused, Slot};
+use crate::admission::{Admission, Slot};
 use crate::approval::{self, Approvals, Refusal};
 use crate::audit::{AuditApproval, AuditSink};
 use crate::classify::TargetFacts;
@@ -69,11 +69,8 @@ pub struct Gateway {
     pub operating_region: Option<String>,
     /// The global request slots (`limits.max_concurrent_requests`), served fairly.
     pub admission: Arc<Admission>,
-    streams: Arc<Semaphore>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     draining: std::sync::atomic::AtomicBool,
-    /// Request slots per client address (`limits.max_requests_per_source`).
-    pub(crate) source_slots: crate::front::SourceSlots,
     /// Per-caller limit state (`gateway.limits` of the policy data), bounded.
     pub callers: Arc<Callers>,
     /// Slots for large inspections on the blocking pool (`limits.max_concurrent_inspections`).
@@ -142,8 +139,6 @@ impl Gateway {
                 config.limits.max_queued_requests,
                 config.limits.queue_timeout,
             ),
-            streams: Arc::new(Semaphore::new(config.limits.max_sse_streams)),
-            source_slots: crate::front::SourceSlots::new(config.limits.max_requests_per_source),
             upstream_guard: crate::forward::protection::UpstreamGuard::new(&config.upstream),
             callers: Callers::new(config.limits.max_callers, config.limits.caller_idle_timeout),
             inspections: Arc::new(Semaphore::new(
@@ -235,34 +230,15 @@ impl Gateway {
         }
     }
 
-    /// Entry point for requests on the MCP path (after Origin/Host checks in `front`).
-    pub async fn handle_mcp(self: Arc<Self>, req: Request<Incoming>) -> Response<GatewayBody> {
-        let started = Instant::now();
-        // authenticate: before anything else is read.
-        let principal = match self.auth.authenticate(req.headers()).await {
-            Ok(p) => p,
-            Err(e) => {
-                metrics::global()
-                    .auth_failures_total
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                let meta = self.resource_metadata_url(req.headers());
-                return auth_challenge(&self.auth.challenge(&e, &meta), e.status(), &e.to_string());
-            }
-        };
-        // At the global limit the request waits its caller's turn (admission.rs).
-        let permit = match self.admission.acquire(&principal.id).await {
-            Ok(slot) => slot,
-            Err(Refused::QueueFull) => {
-                tracing::warn!(principal = %principal.id, "refused a request: every slot busy and the caller's queue full (limits.max_concurrent_requests, limits.max_queued_per_caller, limits.max_queued_requests)");
-                return overloaded("too many requests in flight");
-            }
-            Err(Refused::TimedOut) => {
-                return overloaded(
-                    "too many requests in flight; yours waited limits.queue_timeout for a slot",
-                );
-            }
-        };
+    /// Entry point for requests on the MCP path: the front (`front/stack.rs`) has checked
+    /// Host and Origin and the limits, authenticated the caller and taken its request slot.
+    pub async fn handle_mcp(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        principal: Principal,
+        permit: Slot,
+        started: Instant,
+    ) -> Response<GatewayBody> {
         match *req.method() {
             Method::POST => self.handle_post(req, principal, permit, started).await,
             Method::GET => self.handle_get(req, principal, permit, started).await,
@@ -541,19 +517,25 @@ impl Gateway {
             input,
             decision,
             log,
-            permit,
             span,
             policy,
         };
         if let Some(confirm) = ask_in_session {
+            // The person may take minutes to answer: the request slot is freed meanwhile and
+            // taken again, in the caller's turn, once they accept.
+            drop(permit);
             return self.confirm_in_session(call, confirm);
         }
-        self.forward_decided(call).await
+        self.forward_decided(call, permit).await
     }
 
     /// The decided request from here on: deny, admit against the caller's limits, rewrite,
     /// sign, forward and relay.
-    async fn forward_decided(self: Arc<Self>, call: DecidedCall) -> Response<GatewayBody> {
+    async fn forward_decided(
+        self: Arc<Self>,
+        call: DecidedCall,
+        permit: Slot,
+    ) -> Response<GatewayBody> {
         let DecidedCall {
             client_headers,
             mut msg,
@@ -562,7 +544,6 @@ impl Gateway {
             input,
             decision,
             mut log,
-            permit,
             span,
             policy,
         } = call;
@@ -644,7 +625,6 @@ impl Gateway {
                 relay,
                 decision.role.as_deref(),
                 permit,
-                None,
             )
             .await;
         // Session era: remember whether the client can be asked for a confirmation.
@@ -664,18 +644,9 @@ impl Gateway {
         permit: Slot,
         started: Instant,
     ) -> Response<GatewayBody> {
-        let Ok(stream_permit) = self.streams.clone().try_acquire_owned() else {
-            return overloaded("too many open SSE streams");
-        };
-        self.handle_bodyless(
-            req,
-            principal,
-            permit,
-            Some(stream_permit),
-            METHOD_GET_STREAM,
-            started,
-        )
-        .await
+        // The front has taken one of `limits.max_sse_streams` for it (front/streams.rs).
+        self.handle_bodyless(req, principal, permit, METHOD_GET_STREAM, started)
+            .await
     }
 
     async fn handle_delete(
@@ -685,7 +656,7 @@ impl Gateway {
         permit: Slot,
         started: Instant,
     ) -> Response<GatewayBody> {
-        self.handle_bodyless(req, principal, permit, None, METHOD_DELETE_SESSION, started)
+        self.handle_bodyless(req, principal, permit, METHOD_DELETE_SESSION, started)
             .await
     }
 
@@ -695,7 +666,6 @@ impl Gateway {
         req: Request<Incoming>,
         principal: Principal,
         permit: Slot,
-        stream_permit: Option<OwnedSemaphorePermit>,
         method: &str,
         started: Instant,
     ) -> Response<GatewayBody> {
@@ -757,7 +727,6 @@ impl Gateway {
             relay,
             decision.role.as_deref(),
             permit,
-            stream_permit,
         )
         .await
     }
@@ -772,7 +741,6 @@ impl Gateway {
         relay: Relay,
         role: Option<&str>,
         permit: Slot,
-        stream_permit: Option<OwnedSemaphorePermit>,
     ) -> Response<GatewayBody> {
         let uri = self.upstream.uri().clone();
         let mut builder = Request::builder().method(method.clone()).uri(uri.clone());
@@ -932,7 +900,7 @@ impl Gateway {
             if !up_parts.headers.contains_key("cache-control") {
                 out = out.header("cache-control", "no-cache");
             }
-            let stream = relay.sse_stream(up_body, permit, stream_permit);
+            let stream = relay.sse_stream(up_body, permit);
             return out.body(stream).expect("valid response");
         }
         // A JSON body (or an empty 202/204): read it whole (bounded), process, answer.
@@ -1184,14 +1152,32 @@ impl Gateway {
                     .and_then(|result| approval::check_answer(&confirm, result)),
             };
             let round_trip_ms = Some(crate::audit::millis(asked.elapsed()));
-            let call = held.call.take().expect("held until answered");
             let resp = match outcome {
                 Ok(answer) => {
-                    let mut call = call;
-                    call.log.approval = Some(gateway.accepted(answer, round_trip_ms));
-                    gateway.clone().forward_decided(call).await
+                    let approval = gateway.accepted(answer, round_trip_ms);
+                    let caller = {
+                        let call = held.call.as_mut().expect("held until answered");
+                        call.log.approval = Some(approval);
+                        call.input.principal.id.clone()
+                    };
+                    // Still held while it waits its turn: a client that goes away meanwhile
+                    // leaves its record.
+                    let permit = gateway.admission.acquire(&caller).await;
+                    let call = held.call.take().expect("held until answered");
+                    match permit {
+                        Ok(permit) => gateway.clone().forward_decided(call, permit).await,
+                        Err(refused) => {
+                            gateway
+                                .clone()
+                                .overloaded_after_confirmation(call, refused)
+                                .await
+                        }
+                    }
                 }
-                Err(refusal) => gateway.clone().refused_now(call, refusal, round_trip_ms),
+                Err(refusal) => {
+                    let call = held.call.take().expect("held until answered");
+                    gateway.clone().refused_now(call, refusal, round_trip_ms)
+                }
             };
             as_sse_frames(resp).await
         };
@@ -1210,6 +1196,34 @@ impl Gateway {
             .header("x-accel-buffering", "no")
             .body(body)
             .expect("valid response")
+    }
+
+    /// An accepted confirmation found every request slot busy and its caller's queue full (or
+    /// waited `limits.queue_timeout`): the call is not sent; the client may send it again.
+    async fn overloaded_after_confirmation(
+        self: Arc<Self>,
+        call: DecidedCall,
+        refused: crate::admission::Refused,
+    ) -> Response<GatewayBody> {
+        let limit = match refused {
+            crate::admission::Refused::QueueFull => "queue_full",
+            crate::admission::Refused::TimedOut => "queue_timeout",
+        };
+        metrics::global()
+            .requests_refused_total
+            .with_label_values(&[limit])
+            .inc();
+        let DecidedCall { msg, mut log, .. } = call;
+        log.error = Some("overloaded".into());
+        log.emit(&self).await;
+        let err = jsonrpc::error_response(
+            msg.id(),
+            jsonrpc::INTERNAL_ERROR,
+            "gateway overloaded: too many requests in flight after the confirmation; the call \
+             was not sent, retry shortly",
+            Some(serde_json::json!({"source": "gateway", "kind": "overloaded"})),
+        );
+        request_scoped_error(msg.id().is_some(), StatusCode::SERVICE_UNAVAILABLE, &err)
     }
 
     /// Session era: hand the client's answer to the tools/call waiting for it on this replica.
@@ -1363,6 +1377,21 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// What a caller without valid credentials gets: 401/403 with `WWW-Authenticate` naming
+    /// the protected-resource metadata, counted by reason.
+    pub(crate) fn unauthenticated(
+        &self,
+        headers: &HeaderMap,
+        e: &crate::identity::AuthError,
+    ) -> Response<GatewayBody> {
+        metrics::global()
+            .auth_failures_total
+            .with_label_values(&[e.reason()])
+            .inc();
+        let meta = self.resource_metadata_url(headers);
+        auth_challenge(&self.auth.challenge(e, &meta), e.status(), &e.to_string())
     }
 
     fn resource_metadata_url(&self, headers: &HeaderMap) -> String {
@@ -1683,12 +1712,7 @@ impl Relay {
     /// Relay an SSE response: one event in, one (redacted) event out, never the whole stream
     /// in memory. Dropping the returned body (client gone) drops the upstream body, which
     /// closes the upstream connection and so cancels the upstream request.
-    fn sse_stream(
-        self,
-        upstream: UpstreamBody,
-        permit: Slot,
-        stream_permit: Option<OwnedSemaphorePermit>,
-    ) -> GatewayBody {
+    fn sse_stream(self, upstream: UpstreamBody, permit: Slot) -> GatewayBody {
         let max = self.gateway.config.upstream.max_message_bytes;
         let idle = self.gateway.config.upstream.idle_timeout;
         let stream_guard = StreamGuard::new();
@@ -1698,7 +1722,7 @@ impl Relay {
             parser: SseParser::new(max),
             done: false,
             answered: false,
-            _permits: (permit, stream_permit, stream_guard),
+            _permits: (permit, stream_guard),
         };
         let stream = futures_util::stream::unfold(state, move |mut st| async move {
             if st.done {
@@ -1802,7 +1826,7 @@ struct SseState {
     done: bool,
     /// The final response to our request has been relayed.
     answered: bool,
-    _permits: (Slot, Option<OwnedSemaphorePermit>, StreamGuard),
+    _permits: (Slot, StreamGuard),
 }
 
 impl SseState {
@@ -2040,7 +2064,6 @@ struct DecidedCall {
     input: Arc<PolicyInput>,
     decision: Decision,
     log: RequestLog,
-    permit: Slot,
     span: tracing::Span,
     policy: Arc<crate::policy::PolicyEngine>,
 }
@@ -2348,7 +2371,14 @@ fn too_large(max: usize) -> Response<GatewayBody> {
     )
 }
 
-pub(crate) fn overloaded(why: &str) -> Response<GatewayBody> {
+/// 503 with `Retry-After: 1` from one of the front's limits (`limit` as in
+/// `mcp_gateway_requests_refused_total`), counted.
+pub(crate) fn overloaded(limit: &'static str, why: &str) -> Response<GatewayBody> {
+    debug_assert!(metrics::REFUSAL_LIMITS.contains(&limit), "{limit}");
+    metrics::global()
+        .requests_refused_total
+        .with_label_values(&[limit])
+        .inc();
     let mut r = json_error_status(
         StatusCode::SERVICE_UNAVAILABLE,
         None,

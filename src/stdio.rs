@@ -16,7 +16,6 @@
 //! `MCP-Protocol-Version` headers from its own body. With JWT or API-key authentication the
 //! credential comes from the file named by `EKS_MCP_GATEWAY_TOKEN_FILE` (read again for every
 //! message, so a short-lived token can be rotated) or from `EKS_MCP_GATEWAY_TOKEN`.
-use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -303,12 +302,14 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 async fn connect(gateway: Arc<Gateway>) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let (client_io, server_io) = tokio::io::duplex(256 * 1024);
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let gw = gateway.clone();
-        async move {
-            let role = crate::front::Role::Mcp { with_ops: false };
-            Ok::<_, Infallible>(crate::front::route(gw, req, loopback, loopback, role).await)
-        }
+    let front = crate::front::Front::new(gateway, crate::front::Role::Mcp { with_ops: false });
+    let stack = front.connection(crate::front::Connection {
+        peer: loopback,
+        local: loopback,
+    });
+    let svc = hyper::service::service_fn(move |req| {
+        use tower::ServiceExt as _;
+        stack.clone().oneshot(req)
     });
     tokio::spawn(async move {
         let mut server = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

@@ -660,6 +660,35 @@ async fn session_era_asks_on_the_call_stream_and_forwards_after_accept() {
     h.stop().await;
 }
 
+/// The person may take minutes: a call waiting for their answer holds none of the replica's
+/// request slots. With one slot and no waiting room, the same caller's ping and the answer
+/// itself still get through while the question is open (both were refused with 503 when the
+/// wait held the slot); once accepted, the call takes a slot again and is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_era_a_waiting_confirmation_holds_no_request_slot() {
+    let (_dir, key) = key_file(KEY);
+    let h = gateway(DEV, &key, |c| {
+        c.limits.max_concurrent_requests = 1;
+        c.limits.max_queued_per_caller = 0;
+    })
+    .await;
+    let c = session_client(&h, json!({"elicitation": {}})).await;
+    let args = staging_patch(4);
+    let mut open = OpenCall::start(&c, args.clone()).await;
+    let question = open.next().await.expect("the question");
+    assert_eq!(question["method"], "elicitation/create", "{question}");
+    let ping = c.request("ping", json!({})).await;
+    assert_eq!(ping.status, http::StatusCode::OK, "{}", ping.text());
+    assert_eq!(
+        answer(&c, &question, accept("scale up for the sale")).await,
+        http::StatusCode::ACCEPTED
+    );
+    let result = final_result(&open.rest().await).clone();
+    assert_ne!(result["isError"], true, "{result}");
+    assert_eq!(upstream_writes(&h), vec![args]);
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_era_decline_cancel_and_an_answer_at_another_replica_run_nothing() {
     let (_dir, key) = key_file(KEY);

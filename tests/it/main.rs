@@ -11,6 +11,7 @@ mod dos;
 mod drift;
 mod fairness;
 mod faults;
+mod front;
 mod identity;
 mod interop;
 mod leaks;
