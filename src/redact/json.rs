@@ -14,6 +14,8 @@ use super::text::{self, Span, TextScanner};
 
 /// JSON documents nested inside strings are followed this many levels deep.
 const MAX_NESTED_JSON: u32 = 4;
+/// Readings of one string until none finds anything more ([`Walk::string`]).
+const MAX_ROUNDS: usize = 3;
 
 /// MCP protocol fields of a result that are never redacted.
 const PROTOCOL_RESULT_KEYS: &[&str] = &[
@@ -175,6 +177,8 @@ pub(crate) struct Walk<'a> {
     pub path: String,
     spans: Vec<Span>,
     depth: u32,
+    /// The detector of the latest redaction recorded.
+    last: Det,
 }
 
 fn push_key(path: &mut String, k: &str) {
@@ -225,10 +229,12 @@ impl<'a> Walk<'a> {
             path: path.to_string(),
             spans: Vec::new(),
             depth: 0,
+            last: Det(0),
         }
     }
 
     fn record(&mut self, det: Det) {
+        self.last = det;
         self.out.push(Redaction {
             detector: self.names[det.0 as usize],
             path: self.path.clone(),
@@ -605,7 +611,35 @@ impl<'a> Walk<'a> {
     }
 
     /// A string: a JSON document inside it is walked structurally, anything else is text.
+    ///
+    /// A string that one reading redacted is read again, until a reading finds nothing: a
+    /// redaction can change how the rest reads (a JSON fragment written back compactly that
+    /// now parses as a whole Secret, a key shortened below the length names are read at, a
+    /// PEM header cut in two), and what a second reading would still find is a leak of the
+    /// first. At most [`MAX_ROUNDS`] readings; a string still changing after them is withheld
+    /// whole. Only strings of the message itself iterate: a document nested in a string is
+    /// read again as part of its outer string.
     pub(crate) fn string(&mut self, s: &mut String) {
+        if self.depth > 0 {
+            return self.string_once(s);
+        }
+        let mut found = self.out.len();
+        self.string_once(s);
+        for _ in 1..MAX_ROUNDS {
+            if self.out.len() == found {
+                return;
+            }
+            found = self.out.len();
+            self.string_once(s);
+        }
+        if self.out.len() > found {
+            let det = self.last;
+            *s = self.replacement(det);
+            self.record(det);
+        }
+    }
+
+    fn string_once(&mut self, s: &mut String) {
         if !has_json_escape(s) && !self.scanner.might_redact(s, self.active) {
             return;
         }

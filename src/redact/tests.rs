@@ -145,14 +145,17 @@ fn connection_strings_lose_only_the_password() {
     // The fuzz target `redact_text`, minimised: the keyword detector took the `@` after
     // `pwd:` and left `;`, which a second pass read as a new password. The whole password
     // `@;` goes in one pass now, and a second pass changes nothing.
-    // (A second pass over that output is not yet idempotent with the keyword detector:
-    // docs/fuzzing.md, open findings.)
+    // The keyword detector then read the marker plus `@` as the value of `pwd:`; a string
+    // is read again until nothing more is found, so the output is the fixed point and a
+    // second pass changes nothing.
     let (once, _) = text("kd://ppwd:@;@");
-    assert_eq!(once, "kd://ppwd:[REDACTED:connection_string_password]@");
+    assert_eq!(once, "kd://ppwd:[REDACTED:credential_assignment]");
+    assert_eq!(text(&once), (once.clone(), vec![]));
     // Also minimised by `redact_text`: a marker's own `:` is not a userinfo colon, so the
     // redacted `p3://ppwd=…]@` (no password in it: its userinfo has no `:`) stays as it is.
     let (once, _) = text("p3://ppwd=3]@");
-    assert_eq!(once, "p3://ppwd=[REDACTED:credential_assignment]]@");
+    assert_eq!(text(&once), (once.clone(), vec![]));
+    assert!(once.starts_with("p3://ppwd=[REDACTED:"), "{once}");
     // A password after a marker-looking user is still found.
     let (out, _) = text("postgres://[REDACTED:jwt]:hunter2pw@db/x");
     assert!(!out.contains("hunter2pw"), "{out}");
@@ -900,4 +903,24 @@ fn redacting_redacted_output_changes_and_reports_nothing() {
     // A marker next to a value is still a value: that one is redacted.
     let (out, _) = text("kind: Secret\ndata:\n  b: [REDACTED:jwt] hunter2\n");
     assert!(!out.contains("hunter2"), "{out}");
+}
+
+/// Found by the fuzz target `redact_json` in CI (2026-12-05): the name/value detector looks
+/// at most 256 bytes past the name, and a quoted value with no closing quote in that window
+/// ended where the window did, inside a multi-byte character, so slicing it panicked (a
+/// tool result with such text failed the whole response). The bound now takes the whole
+/// character, and the spans of every detector are widened to character boundaries instead
+/// of being dropped (dropping one would leave its secret in place).
+#[test]
+fn a_look_ahead_bound_inside_a_character_neither_panics_nor_leaks() {
+    for pad in 0..5 {
+        let value = format!("{}{}", "k".repeat(pad), "Zx9\u{e9}".repeat(80));
+        let t = format!("{{\"name\": \"DB_PASSWORD\", \"value\": \"{value}");
+        let (out, found) = text(&t);
+        assert!(!out.contains("Zx9"), "pad {pad}: {out}");
+        assert!(!found.is_empty(), "pad {pad}");
+        let mut msg = tool_result(&[&t]);
+        r().redact_message(&mut msg, &base());
+        assert!(!msg.to_string().contains("Zx9"), "pad {pad}: {msg}");
+    }
 }

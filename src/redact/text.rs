@@ -1110,7 +1110,8 @@ fn name_value_pair(s: &str, st: usize, en: usize, det: Det, memo: &mut Memo) -> 
         }
         None => return None,
     };
-    let mut ve = ve;
+    // The look-ahead bound can fall inside a character: the value takes all of it.
+    let mut ve = s.ceil_char_boundary(ve);
     while ve > vs && b[ve - 1].is_ascii_whitespace() {
         ve -= 1;
     }
@@ -1546,7 +1547,11 @@ fn command(b: &[u8], pos: usize, kind: CommandKind) -> Option<Span> {
     if pos > 0 && (b[pos - 1].is_ascii_alphanumeric() || b[pos - 1] == b'_') {
         return None;
     }
-    let window_end = (pos + 512).min(b.len());
+    // The window ends on a character boundary, so a value cut by it is still text to check.
+    let mut window_end = (pos + 512).min(b.len());
+    while window_end < b.len() && (b[window_end] & 0xC0) == 0x80 {
+        window_end += 1;
+    }
     let window = &b[pos..window_end];
     let line = memchr::memchr(b'\n', window).unwrap_or(window.len());
     work(line);
@@ -1953,18 +1958,21 @@ fn json_secret_blocks(s: &str, active: DetectorSet, spans: &mut Vec<Span>) {
     }
 }
 
-/// Sort spans, merge overlaps (the first-starting span names the merged one) and drop any
-/// span that does not fall on UTF-8 character boundaries (all detectors end on ASCII bytes).
+/// Sort spans, merge overlaps (the first-starting span names the merged one). A span whose
+/// end falls inside a character (a detector's bounded look-ahead cut it) is widened to take
+/// the whole character, never dropped: dropping it would leave its secret in place.
 ///
 /// A span that holds nothing but a marker this scanner wrote (`[REDACTED:docker_config]`,
 /// perhaps quoted) is dropped too: it holds no secret, and re-marking it under another
 /// detector's name made redaction not idempotent (found by fuzzing: a Secret's data value
 /// redacted as `docker_config` became `k8s_secret_data` on a second pass).
 fn normalise(s: &str, spans: &mut Vec<Span>) {
+    for sp in spans.iter_mut() {
+        sp.start = s.floor_char_boundary(sp.start);
+        sp.end = s.ceil_char_boundary(sp.end);
+    }
     spans.retain(|sp| {
         sp.end > sp.start
-            && s.is_char_boundary(sp.start)
-            && s.is_char_boundary(sp.end)
             && !is_only_a_marker(&s.as_bytes()[sp.start..sp.end])
             && !starts_inside_a_marker(s.as_bytes(), sp.start)
     });
