@@ -19,6 +19,7 @@ use eks_mcp_gateway::policy::{
 use serde_json::{Value, json};
 
 /// The allocator the gateway binary runs with (src/main.rs), so the numbers are the shipped ones.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -13,6 +13,16 @@
 //! gateway and the upstream processes spent per request in each phase, from
 //! `/proc/<pid>/stat`: on a shared machine that is steadier than throughput. Environment:
 //! `LOAD_POLICY_DIR` (another policy directory), `LOAD_BIN` (another gateway binary).
+//!
+//! A/B of two builds: with `LOAD_B_BIN=<binary>` the run is a comparison instead. Two gateways
+//! (A is `LOAD_BIN` or this build, B is `LOAD_B_BIN`) run side by side in front of one upstream
+//! and take turns, in alternating order, for `LOAD_AB_ROUNDS` rounds (default 4) of an open-loop
+//! phase at the fixed rate and a closed-loop phase; only one of them is loaded at a time. It
+//! prints each build's CPU per request per round and the B/A ratios (median over rounds), and
+//! the closed-loop throughput ratio: same-run ratios, which hold on a shared machine where
+//! absolute figures move by tens of percent. `scripts/alloc-compare` runs it for mimalloc
+//! against glibc malloc. The smoke run does one short round of the same build against itself
+//! so that this mode keeps working.
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -30,6 +40,10 @@ struct Settings {
     seconds: u64,
     closed_loop_seconds: u64,
     workers: usize,
+    /// A/B mode: rounds, and the length of each build's open- and closed-loop turn.
+    ab_rounds: usize,
+    ab_open_seconds: u64,
+    ab_closed_seconds: u64,
 }
 
 struct Phase {
@@ -119,6 +133,9 @@ fn main() {
             seconds: 10,
             closed_loop_seconds: 5,
             workers: 64,
+            ab_rounds: 4,
+            ab_open_seconds: 4,
+            ab_closed_seconds: 3,
         }
     } else {
         Settings {
@@ -126,7 +143,18 @@ fn main() {
             seconds: 1,
             closed_loop_seconds: 1,
             workers: 8,
+            ab_rounds: 1,
+            ab_open_seconds: 1,
+            ab_closed_seconds: 1,
         }
+    };
+    let settings = Settings {
+        ab_rounds: std::env::var("LOAD_AB_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(settings.ab_rounds)
+            .max(1),
+        ..settings
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -161,20 +189,28 @@ async fn run(s: Settings, full: bool) {
     // measure the relay without the cost of the shipped policies.
     let policy_dir =
         std::env::var("LOAD_POLICY_DIR").unwrap_or_else(|_| format!("{repo}/policies"));
-    let (_gateway, port) = spawn_gateway(
-        bin,
-        dir.path(),
-        &format!(
-            "upstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {policy_dir}\n  hot_reload: false\nauth:\n  mode: static\n  principal: load@example.com\n  groups: [platform-admins]\naudit:\n  sink: {}\ntracing:\n  log_format: text\n",
-            dir.path().join("audit.jsonl").display()
-        ),
-    );
-    let gw_pid = _gateway.0.id();
-    let gateway_url = format!("http://127.0.0.1:{port}/mcp");
-
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
         .build_http();
+    if let Ok(b_bin) = std::env::var("LOAD_B_BIN") {
+        compare_builds(
+            &s,
+            [bin, &b_bin],
+            &policy_dir,
+            &upstream_url,
+            up_pid,
+            &client,
+        )
+        .await;
+        return;
+    }
+    let (_gateway, port) = spawn_gateway(
+        bin,
+        dir.path(),
+        &load_config(&upstream_url, &policy_dir, dir.path()),
+    );
+    let gw_pid = _gateway.0.id();
+    let gateway_url = format!("http://127.0.0.1:{port}/mcp");
     wait_ready(&client, &format!("http://127.0.0.1:{port}/readyz")).await;
 
     let ticks = clock_ticks();
@@ -256,6 +292,175 @@ async fn run(s: Settings, full: bool) {
     }
     drop(_gateway);
     two_tenants(&s, bin, &policy_dir, &upstream_url, &client).await;
+    if !full {
+        // Keep the A/B mode working: this build against itself, one short round.
+        compare_builds(&s, [bin, bin], &policy_dir, &upstream_url, up_pid, &client).await;
+    }
+}
+
+/// The gateway as the load phases run it: production minus SigV4 (plain loopback upstream),
+/// a static principal in `platform-admins`, a file audit sink in `dir`, metrics.
+fn load_config(upstream_url: &str, policy_dir: &str, dir: &std::path::Path) -> String {
+    format!(
+        "upstream:\n  url: {upstream_url}\nsigning:\n  enabled: false\npolicy:\n  dir: {policy_dir}\n  hot_reload: false\nauth:\n  mode: static\n  principal: load@example.com\n  groups: [platform-admins]\naudit:\n  sink: {}\ntracing:\n  log_format: text\n",
+        dir.join("audit.jsonl").display()
+    )
+}
+
+/// A/B of two gateway builds (`LOAD_B_BIN`): both run side by side in front of one upstream,
+/// configured alike, and take turns (A then B in even rounds, B then A in odd ones, so a
+/// drift in the machine's load falls on both). Each turn is an open-loop phase at the fixed
+/// rate and a closed-loop phase; what is compared is the CPU (user + system) each gateway
+/// process used per request and the closed-loop throughput, as B/A ratios within a round.
+async fn compare_builds(
+    s: &Settings,
+    bins: [&str; 2],
+    policy_dir: &str,
+    upstream_url: &str,
+    up_pid: u32,
+    client: &Client<HttpConnector, Full<Bytes>>,
+) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let gateways: Vec<(Proc, u16)> = (0..2)
+        .map(|i| {
+            spawn_gateway(
+                bins[i],
+                dirs[i].path(),
+                &load_config(upstream_url, policy_dir, dirs[i].path()),
+            )
+        })
+        .collect();
+    let urls: Vec<String> = gateways
+        .iter()
+        .map(|(_, port)| format!("http://127.0.0.1:{port}/mcp"))
+        .collect();
+    for (_, port) in &gateways {
+        wait_ready(client, &format!("http://127.0.0.1:{port}/readyz")).await;
+    }
+    for url in &urls {
+        open_loop(client, url, s.rate, Duration::from_secs(1), s.workers, "").await; // warm-up
+    }
+    let ticks = clock_ticks();
+    // turns[round][build] = (open-loop phase, closed-loop phase)
+    let mut turns: Vec<[Option<(Phase, Phase)>; 2]> = Vec::new();
+    for round in 0..s.ab_rounds {
+        let mut this = [None, None];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let pids = (gateways[i].0.0.id(), up_pid);
+            let open = measured(
+                pids,
+                ticks,
+                open_loop(
+                    client,
+                    &urls[i],
+                    s.rate,
+                    Duration::from_secs(s.ab_open_seconds),
+                    s.workers,
+                    "",
+                ),
+            )
+            .await;
+            let closed = measured(
+                pids,
+                ticks,
+                closed_loop(
+                    client,
+                    &urls[i],
+                    s.workers,
+                    Duration::from_secs(s.ab_closed_seconds),
+                    "",
+                ),
+            )
+            .await;
+            for p in [&open, &closed] {
+                assert!(p.requests > 0, "{}: no request completed", bins[i]);
+                assert_eq!(p.errors, 0, "{}: requests failed", bins[i]);
+            }
+            this[i] = Some((open, closed));
+        }
+        turns.push(this);
+    }
+    let rss: Vec<u64> = gateways
+        .iter()
+        .map(|(g, _)| peak_rss_kib(g.0.id()))
+        .collect();
+
+    println!(
+        "\nA/B of two gateway builds, {} rounds in alternating order (policy {policy_dir}){}",
+        s.ab_rounds,
+        if s.ab_rounds == 1 && s.ab_open_seconds == 1 {
+            " [smoke run]"
+        } else {
+            ""
+        }
+    );
+    println!("A: {}\nB: {}", bins[0], bins[1]);
+    println!(
+        "{:<7} {:>14} {:>14} {:>7}   {:>14} {:>14} {:>7} {:>9}",
+        "round",
+        format!("A cpu/req@{}", s.rate),
+        format!("B cpu/req@{}", s.rate),
+        "B/A",
+        "A cpu/req max",
+        "B cpu/req max",
+        "B/A",
+        "B/A req/s"
+    );
+    let (mut open_ratio, mut closed_ratio, mut rps_ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for (round, t) in turns.iter().enumerate() {
+        let [Some((ao, ac)), Some((bo, bc))] = t else {
+            unreachable!("both builds ran in every round")
+        };
+        let (a_open, b_open) = (
+            ao.per_request(ao.gateway_cpu),
+            bo.per_request(bo.gateway_cpu),
+        );
+        let (a_closed, b_closed) = (
+            ac.per_request(ac.gateway_cpu),
+            bc.per_request(bc.gateway_cpu),
+        );
+        let ratio = |b: Duration, a: Duration| b.as_secs_f64() / a.as_secs_f64().max(1e-12);
+        open_ratio.push(ratio(b_open, a_open));
+        closed_ratio.push(ratio(b_closed, a_closed));
+        rps_ratio.push(bc.rps() / ac.rps().max(1e-12));
+        println!(
+            "{:<7} {:>14.1?} {:>14.1?} {:>7.2}   {:>14.1?} {:>14.1?} {:>7.2} {:>9.2}",
+            round + 1,
+            a_open,
+            b_open,
+            open_ratio[round],
+            a_closed,
+            b_closed,
+            closed_ratio[round],
+            rps_ratio[round],
+        );
+    }
+    println!(
+        "median B/A: CPU per request {:.2} at {}/s, {:.2} closed loop; closed-loop throughput {:.2}",
+        median(&mut open_ratio),
+        s.rate,
+        median(&mut closed_ratio),
+        median(&mut rps_ratio)
+    );
+    println!(
+        "peak RSS: A {:.1} MB, B {:.1} MB",
+        rss[0] as f64 / 1024.0,
+        rss[1] as f64 / 1024.0
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Two tenants on one shared gateway with few slots (`limits.max_concurrent_requests: 4`,

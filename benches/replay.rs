@@ -25,6 +25,8 @@ use eks_mcp_gateway::policy::{
 };
 use serde_json::{Value, json};
 
+/// The allocator the gateway binary runs with (src/main.rs), as in benches/decision.rs.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

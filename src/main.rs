@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use eks_mcp_gateway::config::Config;
 
 /// A proxy allocates and frees many short-lived buffers per request; mimalloc does that with
-/// less lock traffic than glibc malloc across tokio's worker threads (measure with benches/load.rs).
+/// less lock traffic than glibc malloc across tokio's worker threads. The default feature
+/// `mimalloc`; without it the binary uses glibc malloc (`scripts/alloc-compare` measures both).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1375,3 +1375,94 @@ async fn projected_service_account_tokens_are_principals_with_namespace_groups()
     assert_eq!(forwarded(), 2);
     h.stop().await;
 }
+
+// --- The image (deploy/Dockerfile) ------------------------------------------------------------
+
+/// The Dockerfile's instructions, continuation lines joined and comments dropped, split into
+/// stages at each `FROM`: `(instruction, arguments)` per line.
+fn dockerfile_stages(text: &str) -> Vec<Vec<(String, String)>> {
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => current.push_str(part),
+            None => {
+                current.push_str(line);
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    let mut stages: Vec<Vec<(String, String)>> = Vec::new();
+    for l in joined {
+        let (instruction, args) = l.split_once(char::is_whitespace).unwrap_or((&l, ""));
+        let instruction = instruction.to_ascii_uppercase();
+        if instruction == "FROM" {
+            stages.push(Vec::new());
+        }
+        stages
+            .last_mut()
+            .expect("the Dockerfile starts with FROM")
+            .push((instruction, args.trim().to_owned()));
+    }
+    stages
+}
+
+#[test]
+fn the_image_is_labelled_with_the_crate_version_and_runs_as_the_nonroot_user() {
+    let path = repo_root().join("deploy/Dockerfile");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let stages = dockerfile_stages(&text);
+    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    let runtime = stages.last().unwrap();
+    let all = |name: &str| -> Vec<&str> {
+        runtime
+            .iter()
+            .filter(|(i, _)| i == name)
+            .map(|(_, a)| a.as_str())
+            .collect()
+    };
+    assert_eq!(
+        all("FROM"),
+        ["gcr.io/distroless/cc-debian12:nonroot"],
+        "runtime base"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        all("ARG"),
+        [format!("VERSION={version}")],
+        "the default VERSION is the crate version"
+    );
+    let labels = all("LABEL").join(" ");
+    assert!(
+        labels.contains(r#"org.opencontainers.image.version="${VERSION}""#),
+        "the OCI version label is the VERSION argument: {labels}"
+    );
+    // The last USER wins; it must be numeric (runAsNonRoot can only check a number) and the
+    // distroless nonroot user the overlays' securityContext names.
+    assert_eq!(all("USER").last(), Some(&"65532:65532"), "runtime user");
+    assert!(
+        text.contains(&format!("-t eks-mcp-gateway:{version} .")),
+        "the build command in the Dockerfile's header tags this version"
+    );
+    // scripts/image-size measures the binary this build stage makes: same command.
+    let build = stages[0]
+        .iter()
+        .find(|(i, a)| i == "RUN" && a.contains("cargo build"))
+        .map(|(_, a)| a.clone())
+        .expect("the build stage runs cargo build");
+    let cargo = build.split("&&").next().unwrap().trim();
+    let cargo = cargo.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        build.contains("strip target/release/eks-mcp-gateway"),
+        "{build}"
+    );
+    let script = std::fs::read_to_string(repo_root().join("scripts/image-size")).unwrap();
+    assert!(
+        script.contains(&cargo) && script.contains("strip"),
+        "scripts/image-size builds the binary as deploy/Dockerfile does ({cargo}, then strip)"
+    );
+}
