@@ -216,7 +216,9 @@ pub struct LimitsConfig {
     /// so that one source cannot hold every slot of `max_concurrent_requests`.
     #[serde(default = "d_per_source")]
     pub max_requests_per_source: usize,
-    /// Requests in flight at once (each holds its slot until its response or stream ends);
+    /// Requests in flight at once (each holds its slot until its response or the streamed
+    /// answer to a POST ends; an established GET stream counts against `max_sse_streams`
+    /// instead);
     /// beyond this a request waits its caller's turn (`max_queued_per_caller`), and the
     /// front sheds at once (HTTP 503) anything beyond `max_concurrent_requests +
     /// max_queued_requests` not yet answered.

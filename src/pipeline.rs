@@ -1716,13 +1716,18 @@ impl Relay {
         let max = self.gateway.config.upstream.max_message_bytes;
         let idle = self.gateway.config.upstream.idle_timeout;
         let stream_guard = StreamGuard::new();
+        // A GET stream may stay open for hours with nothing to relay; it is bounded by
+        // limits.max_sse_streams (front/streams.rs), so once established it gives its request
+        // slot back: open streams never starve calls of slots. A streamed answer to a POST
+        // keeps its slot until the answer ends.
+        let slot = (self.method != METHOD_GET_STREAM).then_some(permit);
         let state = SseState {
             relay: self,
             upstream,
             parser: SseParser::new(max),
             done: false,
             answered: false,
-            _permits: (permit, stream_guard),
+            _permits: (slot, stream_guard),
         };
         let stream = futures_util::stream::unfold(state, move |mut st| async move {
             if st.done {
@@ -1826,7 +1831,7 @@ struct SseState {
     done: bool,
     /// The final response to our request has been relayed.
     answered: bool,
-    _permits: (Slot, StreamGuard),
+    _permits: (Option<Slot>, StreamGuard),
 }
 
 impl SseState {

@@ -2,7 +2,9 @@
 //! `limits.max_concurrent_requests` slots, waiting its caller's turn when all are busy
 //! (`admission.rs` keeps the queues). A request that cannot wait (its caller's queue or all
 //! queues full, or `limits.queue_timeout` passed) gets 503 with `Retry-After`. The slot goes
-//! into the pipeline with the request and lives until the response (or its stream) ends.
+//! into the pipeline with the request and lives until the response (or the streamed answer
+//! to a POST) ends; a GET stream gives it back once established (its own cap is
+//! `limits.max_sse_streams`, front/streams.rs).
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -670,6 +670,36 @@ async fn get_streams_beyond_max_sse_streams_get_503_until_one_closes() {
 }
 
 #[tokio::test]
+async fn open_get_streams_do_not_hold_request_slots() {
+    // One request slot, no waiting room: were an idle GET stream to keep its slot, every
+    // call of every caller would be refused for as long as the stream stays open.
+    let h = Harness::start_with(crate::harness::Options::default().tweak(|c| {
+        c.limits.max_concurrent_requests = 1;
+        c.limits.max_queued_per_caller = 0;
+        c.limits.max_queued_requests = 0;
+    }))
+    .await;
+    let mut c = h.client();
+    c.initialize().await;
+    let mut other = h.client();
+    other.initialize().await;
+    let first = c.open_stream().await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = other.open_stream().await;
+    assert_eq!(second.status(), StatusCode::OK);
+    // Both streams open: calls still get the slot, one after another, from either session.
+    for client in [&c, &other, &c] {
+        let r = client.request("tools/list", json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(r.response()["result"]["tools"].as_array().is_some());
+    }
+    // The streams are still being relayed.
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    drop((first, second));
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let (client, _g) = gateway_for_with("http://127.0.0.1:9/mcp", |c| {
         c.limits.header_read_timeout = Duration::from_millis(300)
