@@ -69,7 +69,9 @@ pub struct UpstreamConfig {
     /// Time allowed until the upstream's response headers arrive.
     #[serde(default = "d_response", with = "duration_str")]
     pub response_timeout: Duration,
-    /// Longest silence allowed inside a streamed response body (between SSE events).
+    /// Longest silence allowed inside a streamed response body (between SSE events). A
+    /// streamed answer silent this long fails (`upstream_timeout`); a quiet GET (server)
+    /// stream ends cleanly and the client reopens it.
     #[serde(default = "d_idle", with = "duration_str")]
     pub idle_timeout: Duration,
     /// Largest upstream message (one JSON body or one SSE event) the gateway will process.

@@ -1751,6 +1751,14 @@ impl Relay {
                         Ok(d) => d,
                         Err(_) => continue,
                     },
+                    // A server stream (GET) with nothing to relay is normal, not a failure:
+                    // after upstream.idle_timeout it ends quietly and the client reopens it.
+                    Err(UpstreamError::Timeout(_)) if st.relay.method == METHOD_GET_STREAM => {
+                        st.done = true;
+                        tracing::debug!("ended a GET stream quiet for upstream.idle_timeout");
+                        st.relay.clone().complete(None).await;
+                        return None;
+                    }
                     Err(e) => {
                         st.done = true;
                         st.relay.set_error(e.kind());

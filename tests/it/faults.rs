@@ -776,6 +776,48 @@ async fn an_upstream_that_goes_silent_times_out_after_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_quiet_get_stream_ends_cleanly_after_idle_timeout() {
+    // The embedded upstream has nothing to say on a fresh session's GET stream.
+    let h = Harness::start_with(
+        crate::harness::Options::default()
+            .tweak(|c| c.upstream.idle_timeout = Duration::from_millis(300)),
+    )
+    .await;
+    let mut c = h.client();
+    c.initialize().await;
+    let stream = c.open_stream().await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    // The stream ends by itself, without an error event, and the body ends cleanly.
+    let body = tokio::time::timeout(Duration::from_secs(30), stream.into_body().collect())
+        .await
+        .expect("the quiet stream was never ended")
+        .expect("the stream ended cleanly")
+        .to_bytes();
+    assert!(
+        !String::from_utf8_lossy(&body).contains("\"error\""),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // Its audit record shows no upstream failure; the session goes on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let get = loop {
+        let records = h.audit_records(1).await;
+        if let Some(get) = records.into_iter().find(|r| r["method"] == "stream/get") {
+            break get;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no audit record for the GET stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(get["upstream"]["error"].is_null(), "{get}");
+    let r = c.request("ping", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn upstream_messages_over_max_message_bytes_are_refused_not_relayed() {
     use eks_mcp_gateway::sim::{BULK_LOGGER_POD, ResponseMode};
     let logs = json!({"cluster_name": "dev", "namespace": "monitoring", "pod_name": BULK_LOGGER_POD,
